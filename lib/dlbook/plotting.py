@@ -1,0 +1,105 @@
+"""Figures in one style across the book: learning curves and small helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+
+STYLE = {
+    "figure.figsize": (6.4, 3.6),
+    "figure.dpi": 100,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+}
+
+
+def use_book_style() -> None:
+    """Apply the book's matplotlib settings (called by each notebook's setup)."""
+    plt.rcParams.update(STYLE)
+
+
+def plot_history(history, metrics: Sequence[str] = ("loss",), *, title: str | None = None,
+                 axes=None, log_loss: bool = False):
+    """Learning curves: one panel per metric, training and validation curves in each.
+
+    ``history`` is a :class:`dlbook.training.History` (or a mapping of name to
+    per-epoch list) holding ``train_<metric>`` and optionally ``val_<metric>``.
+    Returns the array of axes.
+    """
+    values = history if isinstance(history, Mapping) else history.values
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    if not metrics:
+        raise ValueError("plot_history needs at least one metric name")
+    for m in metrics:
+        if f"train_{m}" not in values and f"val_{m}" not in values:
+            raise KeyError(f"no train_{m} or val_{m} in the history; it has {', '.join(values) or 'nothing'}")
+    if axes is None:
+        _, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), squeeze=False)
+        axes = axes[0]
+    for ax, m in zip(axes, metrics):
+        for split, style in (("train", "-"), ("val", "--")):
+            key = f"{split}_{m}"
+            if key in values:
+                ys = values[key]
+                ax.plot(range(1, len(ys) + 1), ys, style, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(m)
+        if log_loss and m == "loss":
+            ax.set_yscale("log")
+        ax.legend()
+    if title:
+        axes[0].figure.suptitle(title)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+def plot_confusion(matrix, *, labels: Sequence[str] | None = None, ax=None, title: str = "confusion matrix"):
+    """Draw a ``(C, C)`` confusion matrix (rows: true class, columns: predicted) with counts."""
+    import numpy as np
+
+    m = np.asarray(matrix)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"a confusion matrix is square, got shape {m.shape}")
+    labels = list(labels) if labels is not None else [str(i) for i in range(m.shape[0])]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.8, 4.2))
+    ax.imshow(m, cmap="Blues")
+    ax.grid(False)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    return ax
+
+
+def show_images(images, titles: Sequence[str] | None = None, *, ncols: int = 8, cmap: str = "gray_r",
+                size: float = 1.1, suptitle: str | None = None):
+    """A grid of images ``(k, H, W)`` with optional titles; returns the figure."""
+    import numpy as np
+
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"images must be (k, H, W), got shape {images.shape}")
+    k = images.shape[0]
+    nrows = (k + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15), squeeze=False)
+    for idx, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if idx < k:
+            ax.imshow(images[idx], cmap=cmap)
+            if titles is not None:
+                ax.set_title(titles[idx], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig

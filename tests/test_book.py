@@ -1,0 +1,138 @@
+"""The rendered book: it builds with warnings as errors and reads well in a real browser.
+
+The build goes to a temporary folder (the committed notebooks are rendered as they
+are, never re-executed). Every chapter page is then opened in headless Chromium
+(Debian's chromium and chromium-driver, installed by `make test`) served from
+127.0.0.1, and must: load; typeset every equation with the MathJax copy served with
+the book (no network); leave no raw TeX delimiters in the text; load every image; and
+show no library warnings in the cell outputs.
+"""
+import functools
+import http.server
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WARNING_PATTERNS = ["IProgress not found", "Warning:", "WARNING", "DeprecationWarning", "UserWarning",
+                    "Traceback (most recent call last)"]
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    if not (ROOT / "_static" / "mathjax" / "tex-chtml.js").is_file():
+        pytest.fail("_static/mathjax is missing: run `make mathjax` (part of `make test` and `make book`)")
+    out = tmp_path_factory.mktemp("book")
+    jb = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
+                          capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"jupyter-book build failed:\n{log[-6000:]}"
+    assert "WARNING" not in log, log[-6000:]
+    return out / "_build" / "html"
+
+
+def test_build_has_every_page_and_static_mathjax(built_book):
+    from dlbook.execute import toc_entries
+
+    for entry in toc_entries(ROOT):
+        assert (built_book / f"{entry}.html").is_file(), entry
+    html = (built_book / "chapters" / "01_mlp" / "mlp_forward.html").read_text()
+    assert "mathjax/tex-chtml.js" in html and "cdn.jsdelivr" not in html
+    assert (built_book / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    index = (built_book / "index.html").read_text()
+    assert "Deep Learning from Matrices Up" in index and "2023" not in index
+    assert "colab.research.google.com" in html
+
+
+@pytest.fixture(scope="module")
+def server(built_book):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built_book))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.fail("chromium and chromedriver are needed: `make browser` installs Debian's packages")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+                "--window-size=1280,2000"):
+        options.add_argument(arg)
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    chrome.set_script_timeout(60)
+    yield chrome
+    chrome.quit()
+
+
+PAGE_CHECK = r"""
+const done = arguments[arguments.length - 1];
+const ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+ready.then(() => {
+  const imgs = Array.from(document.images).filter(i => !i.closest('.sidebar-primary-items__start'));
+  const math = Array.from(document.querySelectorAll('div.math, span.math'));
+  const body = document.querySelector('main') || document.body;
+  const clone = body.cloneNode(true);
+  clone.querySelectorAll('pre, code, script, style, mjx-container, .MathJax_Preview').forEach(e => e.remove());
+  const outputs = Array.from(document.querySelectorAll('.cell_output')).map(e => e.innerText);
+  done({
+    mathjax: !!window.MathJax,
+    containers: document.querySelectorAll('mjx-container').length,
+    untypeset: math.filter(m => !m.querySelector('mjx-container')).length,
+    mathCount: math.length,
+    text: clone.innerText,
+    brokenImages: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
+    images: imgs.length,
+    outputs: outputs,
+    title: document.title,
+  });
+}).catch(e => done({error: String(e)}));
+"""
+
+
+def chapter_pages(built_book):
+    return sorted(p.relative_to(built_book).as_posix() for p in (built_book / "chapters").rglob("*.html"))
+
+
+def test_pages_in_browser(built_book, server, browser):
+    pages = chapter_pages(built_book)
+    assert len(pages) >= 8
+    total_math = 0
+    for page in pages:
+        browser.get(f"{server}/{page}")
+        info = browser.execute_async_script(PAGE_CHECK)
+        assert "error" not in info, (page, info)
+        assert info["mathjax"], f"{page}: MathJax did not load"
+        assert info["untypeset"] == 0, f"{page}: {info['untypeset']} equations were not typeset"
+        for raw in ("\\[", "\\]", "\\(", "$$"):
+            assert raw not in info["text"], f"{page}: raw TeX {raw!r} left in the page"
+        assert not info["brokenImages"], f"{page}: images failed to load: {info['brokenImages']}"
+        for out in info["outputs"]:
+            for pattern in WARNING_PATTERNS:
+                assert pattern not in out, f"{page}: an output shows {pattern!r}: {out[:300]!r}"
+        total_math += info["mathCount"]
+    assert total_math > 20
+
+
+def test_figures_are_shown(built_book, server, browser):
+    browser.get(f"{server}/chapters/01_mlp/train_mlp_digits.html")
+    info = browser.execute_async_script(PAGE_CHECK)
+    assert info["images"] >= 5 and not info["brokenImages"]
+    assert re.search(r"Training an MLP on handwritten digits", info["title"])

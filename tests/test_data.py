@@ -1,0 +1,125 @@
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlbook import data
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the checkout")
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">i", d) for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+
+
+@pytest.fixture
+def offline_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "root"))
+    monkeypatch.setenv("DLBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DLBOOK_OFFLINE", "1")
+    return tmp_path / "root"
+
+
+def test_data_root_from_environment(offline_root):
+    assert data.data_root() == offline_root.resolve()
+
+
+def test_data_root_defaults_to_checkout(monkeypatch):
+    monkeypatch.delenv("DLBOOK_DATA", raising=False)
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo / "chapters")
+    assert data.data_root() == repo / "data"
+
+
+def test_read_idx_plain_and_gzip(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (3, 4, 5))
+    write_idx(tmp_path / "a", images)
+    write_idx(tmp_path / "b.gz", images, compress=True)
+    assert np.array_equal(data.read_idx(tmp_path / "a"), images)
+    assert np.array_equal(data.read_idx(tmp_path / "b.gz"), images)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an unsigned-byte IDX"):
+        data.read_idx(tmp_path / "bad")
+
+
+def test_load_mnist_from_root(offline_root):
+    folder = offline_root / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((2, 28, 28)))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.array([3, 7]), compress=True)
+    images, labels = data.load_mnist("test")
+    assert images.shape == (2, 28, 28) and labels.tolist() == [3, 7]
+
+
+def test_missing_data_raises_one_clear_error(offline_root):
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.load_mnist("train")
+    message = str(info.value)
+    for part in ("MNIST (train split)", "train-images-idx3-ubyte", str(offline_root / "MNIST" / "raw"),
+                 "ossci-datasets", "DLBOOK_DATA"):
+        assert part in message
+    with pytest.raises(data.DataNotFoundError, match="tinyshakespeare.txt"):
+        data.load_text("tinyshakespeare")
+    with pytest.raises(data.DataNotFoundError, match="ind.cora.x"):
+        data.load_planetoid("Cora")
+    with pytest.raises(data.DataNotFoundError, match="ENZYMES_A.txt"):
+        data.load_tudataset("ENZYMES")
+
+
+def test_unknown_names(offline_root):
+    with pytest.raises(ValueError, match="unknown MNIST split"):
+        data.load_mnist("validation")
+    with pytest.raises(ValueError, match="unknown text corpus"):
+        data.load_text("wikitext")
+    with pytest.raises(ValueError, match="unknown Planetoid"):
+        data.load_planetoid("PubMedX")
+    with pytest.raises(ValueError, match="not a TUDataset name"):
+        data.load_tudataset("../etc")
+
+
+def test_load_digits():
+    images, labels = data.load_digits()
+    assert images.shape == (1797, 8, 8) and labels.shape == (1797,)
+    assert images.max() == 16 and set(labels.tolist()) == set(range(10))
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+@needs_shared
+def test_link_tree_never_writes_into_source(tmp_path):
+    before = snapshot(SHARED)
+    made = data.link_tree(SHARED, tmp_path / "root")
+    assert made and all(p.is_symlink() for p in made)
+    assert (tmp_path / "root" / "MNIST" / "raw").is_symlink()
+    assert (tmp_path / "root" / "text" / "tinyshakespeare.txt").is_symlink()
+    assert data.link_tree(SHARED, tmp_path / "root") == []      # idempotent
+    with pytest.raises(ValueError, match="outside"):
+        data.link_tree(SHARED, SHARED / "sub")
+    assert snapshot(SHARED) == before
+
+
+@needs_shared
+def test_real_loaders_offline_from_linked_copies(tmp_path, monkeypatch):
+    before = snapshot(SHARED)
+    data.link_tree(SHARED, tmp_path / "root")
+    monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "root"))
+    monkeypatch.setenv("DLBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DLBOOK_OFFLINE", "1")
+    images, labels = data.load_mnist("test")
+    assert images.shape == (10000, 28, 28) and np.bincount(labels)[0] == 980
+    assert data.load_text("tinyshakespeare").startswith("First Citizen:")
+    cora = data.load_planetoid("Cora")
+    assert cora.num_nodes == 2708 and int(cora.train_mask.sum()) == 140
+    enzymes = data.load_tudataset("ENZYMES")
+    assert len(enzymes) == 600 and enzymes.num_classes == 6
+    assert (tmp_path / "cache" / "TUDataset" / "ENZYMES" / "processed").is_dir()
+    assert snapshot(SHARED) == before
+    assert not any(p.name == "processed" for p in (tmp_path / "root").rglob("*") if not p.is_symlink())

@@ -1,0 +1,44 @@
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from dlbook import plotting  # noqa: E402
+from dlbook.training import History  # noqa: E402
+
+
+def test_plot_history_draws_train_and_val():
+    h = History()
+    for e in range(4):
+        h.append("train_loss", 1 / (e + 1))
+        h.append("val_loss", 1.2 / (e + 1))
+        h.append("train_accuracy", e / 4)
+    axes = plotting.plot_history(h, ("loss", "accuracy"), log_loss=True)
+    assert len(axes) == 2
+    assert [line.get_label() for line in axes[0].lines] == ["train", "val"]
+    assert len(axes[1].lines) == 1 and axes[0].get_yscale() == "log"
+    assert axes[0].get_xlabel() == "epoch"
+    plt.close("all")
+
+
+def test_plot_history_bad_input():
+    with pytest.raises(KeyError, match="no train_f1"):
+        plotting.plot_history({"train_loss": [1.0]}, "f1")
+    with pytest.raises(ValueError, match="at least one"):
+        plotting.plot_history({"train_loss": [1.0]}, ())
+
+
+def test_confusion_and_images():
+    ax = plotting.plot_confusion(np.eye(3, dtype=int) * 5)
+    assert ax.get_xlabel() == "predicted class" and len(ax.texts) == 9
+    with pytest.raises(ValueError, match="square"):
+        plotting.plot_confusion(np.zeros((2, 3)))
+    fig = plotting.show_images(np.zeros((5, 4, 4)), list("abcde"), ncols=3)
+    assert len(fig.axes) == 6
+    with pytest.raises(ValueError, match=r"\(k, H, W\)"):
+        plotting.show_images(np.zeros((4, 4)))
+    plotting.use_book_style()
+    assert plt.rcParams["axes.grid"]
+    plt.close("all")
