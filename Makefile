@@ -28,11 +28,11 @@ data: install
 	else echo "no $(SHARED)/data: data sets are downloaded into data/ on first use"; fi
 
 # MathJax served with the book, so that equations typeset offline.
-mathjax: _static/mathjax/tex-chtml.js
-_static/mathjax/tex-chtml.js:
-	mkdir -p .cache/npm _static/mathjax
+mathjax: _assets/mathjax/tex-chtml.js
+_assets/mathjax/tex-chtml.js:
+	mkdir -p .cache/npm _assets/mathjax
 	npm install --silent --no-audit --no-fund --prefix .cache/npm mathjax@3
-	cd .cache/npm/node_modules/mathjax/es5 && cp -r tex-chtml.js input output ui a11y adaptors $(CURDIR)/_static/mathjax/
+	cd .cache/npm/node_modules/mathjax/es5 && cp -r tex-chtml.js input output ui a11y adaptors $(CURDIR)/_assets/mathjax/
 
 # Headless Chromium and its driver for the browser test (Debian packages).
 browser:
