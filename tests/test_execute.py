@@ -41,6 +41,7 @@ def test_runner_continues_after_failure_and_records(tmp_path, monkeypatch, capsy
     good = nbformat.read(tmp_path / "chapters" / "good.ipynb", as_version=4)
     assert good.metadata.papermill.parameters.profile == "quick"
     assert good.cells[-1].outputs[0].text.strip() == "quick quick chapters"
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in good.cells)
     record = json.loads((tmp_path / "chapters" / "executions.json").read_text())
     assert list(record) == ["chapters/good.ipynb"] and record["chapters/good.ipynb"]["profile"] == "quick"
     page = (tmp_path / "chapters" / "executions.md").read_text()

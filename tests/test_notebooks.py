@@ -71,6 +71,9 @@ def test_problems_detects_each_defect():
     nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stderr", text="IProgress not found.")]
     assert any("library warning" in p for p in problems(nb, SETUP))
     nb = good_notebook()
+    nb.cells.insert(3, new_code_cell('profile = "full"', metadata={"tags": ["injected-parameters"]}))
+    assert any("injected-parameters" in p for p in problems(nb, SETUP))
+    nb = good_notebook()
     nb.cells[1].source = "pass"
     assert any("setup cell" in p for p in problems(nb, SETUP))
 

@@ -8,9 +8,9 @@ Each notebook runs from its own folder (relative paths behave as in Jupyter and
 Colab) with ``DLBOOK_PROFILE``/``DLBOOK_DEVICE`` set and ``-p profile``/``-p
 device`` injected. A notebook that succeeds is written back in place and its
 profile, device and seconds are recorded in ``chapters/executions.json``, from
-which the book's page ``chapters/executions.md`` is regenerated. Progress-bar
-outputs are removed from the stored notebook (see
-:func:`dlbook.notebook.strip_progress_bars`). A notebook that
+which the book's page ``chapters/executions.md`` is regenerated. Papermill's
+injected-parameters cell and progress-bar outputs are removed from the stored
+notebook (see ``dlbook.notebook``), so that it runs unchanged in any profile. A notebook that
 fails is left untouched (its failed copy goes to ``_build/failed/``), the others
 still run, and the command ends with a non-zero status naming the notebook,
 the cell and the error.
@@ -105,9 +105,10 @@ def run_notebook(path: Path, profile: str, device: str, failed_dir: Path,
     seconds = time.perf_counter() - start
     import nbformat
 
-    from .notebook import strip_progress_bars
+    from .notebook import strip_injected_parameters, strip_progress_bars
 
     nb = nbformat.read(failed_copy, as_version=4)
+    strip_injected_parameters(nb)
     strip_progress_bars(nb)
     nbformat.write(nb, path)  # success: the executed notebook replaces the committed one
     failed_copy.unlink()

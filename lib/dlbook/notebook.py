@@ -59,6 +59,8 @@ def problems(nb, setup_source: str) -> list[str]:
         return ["has no code cell"]
     if code[0].source != setup_source:
         found.append("first code cell is not the setup cell of dlbook.notebook.setup_cell_source")
+    if any("injected-parameters" in c.metadata.get("tags", []) for c in code):
+        found.append("holds papermill's injected-parameters cell (it would pin the profile under nbval)")
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     if len(params) != 1:
         found.append(f"needs exactly one cell tagged 'parameters', has {len(params)}")
@@ -86,6 +88,19 @@ def problems(nb, setup_source: str) -> list[str]:
 
 
 _PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
+
+
+def strip_injected_parameters(nb) -> int:
+    """Remove papermill's ``injected-parameters`` cell; returns how many were removed.
+
+    The committed notebook must run unchanged under nbval in any profile: its own
+    ``parameters`` cell reads the profile from the environment, while an injected
+    ``profile = "full"`` would pin the profile of the last run. The injected values
+    stay recorded in ``nb.metadata.papermill.parameters``.
+    """
+    before = len(nb.cells)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    return before - len(nb.cells)
 
 
 def strip_progress_bars(nb) -> int:
