@@ -129,16 +129,26 @@ def _device_description(device: str) -> str:
 
 
 def update_record(root: Path, outcomes: list[Outcome], profile: str, device: str) -> None:
+    """Merge successful runs into ``executions.json`` and regenerate ``executions.md``.
+
+    A lock file serialises concurrent runners (two terminals executing different
+    chapters), so that neither loses the other's entries.
+    """
+    import fcntl
+
     record_path = root / RECORD
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     where = _device_description(device)
-    for o in outcomes:
-        if o.ok:
-            record[o.notebook] = {"profile": profile, "device": where, "seconds": round(o.seconds, 1),
-                           "date": now, "cpus": os.cpu_count(), "python": platform.python_version()}
-    record_path.write_text(json.dumps(dict(sorted(record.items())), indent=1) + "\n")
-    write_page(root, record)
+    with open(record_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        for o in outcomes:
+            if o.ok:
+                record[o.notebook] = {"profile": profile, "device": where, "seconds": round(o.seconds, 1),
+                                      "date": now, "cpus": os.cpu_count(),
+                                      "python": platform.python_version()}
+        record_path.write_text(json.dumps(dict(sorted(record.items())), indent=1) + "\n")
+        write_page(root, record)
 
 
 def write_page(root: Path, record: dict) -> None:
