@@ -9,3 +9,5 @@ import os
 os.environ.setdefault("DLBOOK_PROFILE", "quick")
 os.environ.setdefault("DLBOOK_DEVICE", "auto")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# two notebook kernels share the two cores (pytest-xdist -n 2): one torch thread each
+os.environ.setdefault("DLBOOK_THREADS", "1")

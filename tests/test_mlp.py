@@ -12,6 +12,11 @@ def test_activations_match_torch(name, ref):
     assert torch.allclose(mlp.activation(name)(t), ref(t), atol=1e-12)
 
 
+def test_tanh_keeps_relative_precision_for_tiny_inputs():
+    t = torch.tensor([1e-20, -3e-18, 1e-8, 40.0, -800.0], dtype=torch.float64)
+    assert torch.allclose(mlp.tanh(t), torch.tanh(t), rtol=1e-14, atol=0)
+
+
 def test_unknown_activation():
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         mlp.activation("gelu")

@@ -58,3 +58,18 @@ def test_start_and_sizes():
     assert dlbook.start("full", "cpu").size(None, quick=2, full=9) == 9
     assert dlbook.start("full", "auto", torch=False).device == "cpu"
     assert "profile=quick" in str(run)
+
+
+def test_threads_from_environment(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("DLBOOK_THREADS", "1")
+        dlbook.start("quick", "cpu")
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("DLBOOK_THREADS", "zero")
+        with pytest.raises(ValueError, match="DLBOOK_THREADS"):
+            dlbook.start("quick", "cpu")
+        monkeypatch.delenv("DLBOOK_THREADS")
+        assert runtime.set_threads_from_env() is None
+    finally:
+        torch.set_num_threads(before)

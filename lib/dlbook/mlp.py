@@ -35,8 +35,14 @@ def sigmoid(t: torch.Tensor) -> torch.Tensor:
 
 
 def tanh(t: torch.Tensor) -> torch.Tensor:
-    """tanh(t) = (e^t - e^{-t}) / (e^t + e^{-t}) = 2 σ(2t) - 1 (the stable form), values in (-1, 1)."""
-    return 2.0 * sigmoid(2.0 * t) - 1.0
+    """tanh(t) = (e^t - e^{-t}) / (e^t + e^{-t}), values in (-1, 1).
+
+    Computed as sign(t) (1 - e^{-2|t|}) / (1 + e^{-2|t|}) with ``expm1`` for
+    1 - e^{-2|t|}: no overflow for large |t| and full relative precision for tiny t
+    (the shortcut 2 σ(2t) - 1 cancels to 0 when |t| < 1e-16).
+    """
+    m = torch.expm1(-2.0 * t.abs())          # e^{-2|t|} - 1, in (-1, 0]
+    return torch.sign(t) * (-m) / (2.0 + m)
 
 
 def identity(t: torch.Tensor) -> torch.Tensor:

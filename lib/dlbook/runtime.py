@@ -23,6 +23,7 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 
 PROFILE_ENV = "DLBOOK_PROFILE"
 DEVICE_ENV = "DLBOOK_DEVICE"
+THREADS_ENV = "DLBOOK_THREADS"
 
 T = TypeVar("T")
 
@@ -63,6 +64,23 @@ def choose_device(name: str = "auto"):
     elif name == "mps" and not mps:
         raise ValueError("device 'mps' was asked for but the MPS backend is not available")
     return torch.device(name)
+
+
+def set_threads_from_env() -> int | None:
+    """Apply ``DLBOOK_THREADS`` (torch's CPU threads) if set; return the number applied.
+
+    The test suite runs two notebooks at once on two cores and sets it to 1, so
+    that the kernels do not oversubscribe the cores; readers normally leave it unset.
+    """
+    value = os.environ.get(THREADS_ENV)
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+    import torch
+
+    torch.set_num_threads(int(value))
+    return int(value)
 
 
 def seed_everything(seed: int) -> None:
@@ -106,12 +124,14 @@ class Run:
 
 def start(profile: str | None = None, device: str | None = None, seed: int = 0,
           *, torch: bool = True) -> Run:
-    """Validate the parameters, seed everything and choose the device.
+    """Validate the parameters, seed everything, apply ``DLBOOK_THREADS``, choose the device.
 
     ``torch=False`` is for notebooks that never import torch (device is then "cpu").
     """
     profile = check_profile(default_profile() if profile is None else profile)
     device = default_device() if device is None else device
     seed_everything(seed)
+    if torch:
+        set_threads_from_env()
     dev = choose_device(device) if torch else "cpu"
     return Run(profile=profile, device=dev, seed=seed)
