@@ -149,7 +149,27 @@ def soft_threshold(x: torch.Tensor, threshold: float) -> torch.Tensor:
 # Optimizers (torch.optim.Optimizer subclasses)
 
 
-class Momentum(torch.optim.Optimizer):
+class _PerParameter(torch.optim.Optimizer):
+    """Shared ``step``: evaluate the closure, then call :meth:`update` on every
+    parameter that has a gradient. Subclasses write only the update formula."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self.update(p, p.grad, group, self.state[p])
+        return loss
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, group: dict, state: dict) -> None:
+        raise NotImplementedError
+
+
+class Momentum(_PerParameter):
     """Gradient descent with (heavy-ball) momentum, in PyTorch's form:
 
         v_j = μ v_{j-1} + g_j   (v_0 = g_0),    w_{j+1} = w_j - η v_j.
@@ -166,30 +186,17 @@ class Momentum(torch.optim.Optimizer):
             raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
         super().__init__(params, dict(lr=lr, momentum=momentum))
 
-    @torch.no_grad()
-    def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, mu = group["lr"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if mu != 0:
-                    state = self.state[p]
-                    if "velocity" not in state:
-                        state["velocity"] = g.clone()
-                    else:
-                        state["velocity"].mul_(mu).add_(g)
-                    g = state["velocity"]
-                p.add_(g, alpha=-lr)
-        return loss
+    def update(self, p, g, group, state):
+        if group["momentum"] != 0:
+            if "velocity" not in state:
+                state["velocity"] = g.clone()
+            else:
+                state["velocity"].mul_(group["momentum"]).add_(g)
+            g = state["velocity"]
+        p.add_(g, alpha=-group["lr"])
 
 
-class AdaGrad(torch.optim.Optimizer):
+class AdaGrad(_PerParameter):
     """AdaGrad {Duchi et al. 2011}: a per-coordinate step from the history of squared gradients,
 
         s_t = s_{t-1} + g_t²   (s_0 = 0),    w_t = w_{t-1} - η g_t / (sqrt(s_t) + ε).
@@ -204,26 +211,15 @@ class AdaGrad(torch.optim.Optimizer):
         _check_positive("eps", eps)
         super().__init__(params, dict(lr=lr, eps=eps))
 
-    @torch.no_grad()
-    def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "sum_sq" not in state:
-                    state["sum_sq"] = torch.zeros_like(p)
-                s = state["sum_sq"]
-                s.addcmul_(p.grad, p.grad)
-                p.addcdiv_(p.grad, s.sqrt().add_(group["eps"]), value=-group["lr"])
-        return loss
+    def update(self, p, g, group, state):
+        if "sum_sq" not in state:
+            state["sum_sq"] = torch.zeros_like(p)
+        s = state["sum_sq"]
+        s.addcmul_(g, g)                                  # s = s + g²
+        p.addcdiv_(g, s.sqrt().add_(group["eps"]), value=-group["lr"])
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(_PerParameter):
     """Adam {Kingma & Ba 2014}, (3.20)-(3.22): with ``g_t`` the gradient at step ``t = 1, 2, ...``
 
         m_t = β1 m_{t-1} + (1 - β1) g_t,    m̂_t = m_t / (1 - β1^t)          (3.20)
@@ -245,37 +241,25 @@ class Adam(torch.optim.Optimizer):
             raise TypeError("eps_inside_sqrt must be a bool")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, eps_inside_sqrt=eps_inside_sqrt))
 
-    @torch.no_grad()
-    def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            (b1, b2), lr, eps = group["betas"], group["lr"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                state = self.state[p]
-                if not state:
-                    state["t"] = 0
-                    state["m"] = torch.zeros_like(p)
-                    state["v"] = torch.zeros_like(p)
-                state["t"] += 1
-                t, m, v = state["t"], state["m"], state["v"]
-                m.lerp_(g, 1 - b1)                            # m = β1 m + (1 - β1) g
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)       # v = β2 v + (1 - β2) g²
-                bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
-                if group["eps_inside_sqrt"]:
-                    denom = (v / bc2).add_(eps).sqrt_()       # sqrt(v̂ + ε)
-                else:
-                    denom = (v.sqrt() / math.sqrt(bc2)).add_(eps)   # sqrt(v̂) + ε
-                p.addcdiv_(m, denom, value=-lr / bc1)         # η m̂ / denom
-        return loss
+    def update(self, p, g, group, state):
+        (b1, b2), lr, eps = group["betas"], group["lr"], group["eps"]
+        if not state:
+            state["t"] = 0
+            state["m"] = torch.zeros_like(p)
+            state["v"] = torch.zeros_like(p)
+        state["t"] += 1
+        t, m, v = state["t"], state["m"], state["v"]
+        m.lerp_(g, 1 - b1)                            # m = β1 m + (1 - β1) g
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)       # v = β2 v + (1 - β2) g²
+        bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+        if group["eps_inside_sqrt"]:
+            denom = (v / bc2).add_(eps).sqrt_()       # sqrt(v̂ + ε)
+        else:
+            denom = (v.sqrt() / math.sqrt(bc2)).add_(eps)   # sqrt(v̂) + ε
+        p.addcdiv_(m, denom, value=-lr / bc1)         # η m̂ / denom
 
 
-class ProximalL1(torch.optim.Optimizer):
+class ProximalL1(_PerParameter):
     """Proximal gradient (ISTA) for ``loss(w) + λ ||w||_1``:
 
         w_{j+1} = S_{ηλ}(w_j - η ∇loss(w_j)),   S_τ(x) = sign(x) max(|x| - τ, 0).
@@ -290,17 +274,7 @@ class ProximalL1(torch.optim.Optimizer):
         _check_positive("l1", l1, allow_zero=True)
         super().__init__(params, dict(lr=lr, l1=l1))
 
-    @torch.no_grad()
-    def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                p.add_(p.grad, alpha=-group["lr"])
-                if group["l1"] > 0:
-                    p.copy_(soft_threshold(p, group["lr"] * group["l1"]))
-        return loss
+    def update(self, p, g, group, state):
+        p.add_(g, alpha=-group["lr"])
+        if group["l1"] > 0:
+            p.copy_(soft_threshold(p, group["lr"] * group["l1"]))
