@@ -1,5 +1,6 @@
 """The notebook runner: in place, a summary, failures reported without stopping the others."""
 import json
+import os
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -44,6 +45,7 @@ def test_runner_continues_after_failure_and_records(tmp_path, monkeypatch, capsy
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in good.cells)
     record = json.loads((tmp_path / "chapters" / "executions.json").read_text())
     assert list(record) == ["chapters/good.ipynb"] and record["chapters/good.ipynb"]["profile"] == "quick"
+    assert record["chapters/good.ipynb"]["threads"] == os.environ.get("DLBOOK_THREADS", "default")
     page = (tmp_path / "chapters" / "executions.md").read_text()
     assert "| `chapters/good.ipynb` | quick | cpu |" in page
 
