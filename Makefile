@@ -10,6 +10,7 @@ SHARED  ?= ../shared
 PROFILE ?= full
 DEVICE  ?= auto
 NOTEBOOKS ?=
+THREADS ?=
 JOBS    ?= 2
 
 .PHONY: book test install data mathjax browser execute lint clean
@@ -49,8 +50,10 @@ test: install data mathjax browser
 
 # Re-execute notebooks in place (default: all, full profile) and record their times.
 #   make execute PROFILE=full DEVICE=cuda NOTEBOOKS="chapters/01_mlp/mlp_forward.ipynb"
+#   THREADS=1 pins torch to one CPU thread (DLBOOK_THREADS), for results that do not
+#   depend on the machine's core count.
 execute: install data
-	$(PY) -m dlbook.execute --profile $(PROFILE) --device $(DEVICE) $(NOTEBOOKS)
+	$(if $(THREADS),DLBOOK_THREADS=$(THREADS) )$(PY) -m dlbook.execute --profile $(PROFILE) --device $(DEVICE) $(NOTEBOOKS)
 
 lint:
 	$(PY) $(SHARED)/tools/book_lint.py
