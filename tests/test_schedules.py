@@ -1,0 +1,109 @@
+"""Tests of dlbook.schedules: warm-up schedules, gradient clipping, dynamic loss scaling."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dlbook import schedules as sch
+
+
+def test_warmup_cosine_known_values():
+    f = sch.warmup_schedule(total_steps=110, warmup_steps=10, decay="cosine", min_factor=0.1)
+    assert f(0) == pytest.approx(0.1)
+    assert f(4) == pytest.approx(0.5)
+    assert f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.1 + 0.9 * 0.5)           # half-way: cos(pi/2) = 0
+    assert f(110) == pytest.approx(0.1)
+    assert f(500) == pytest.approx(0.1)
+
+
+def test_warmup_linear_and_constant():
+    f = sch.warmup_schedule(100, 0, decay="linear")
+    assert f(0) == pytest.approx(1.0) and f(50) == pytest.approx(0.5) and f(100) == 0.0
+    g = sch.warmup_schedule(100, 20, decay="constant")
+    assert g(9) == pytest.approx(0.5) and g(99) == 1.0
+
+
+def test_lambda_lr_follows_schedule():
+    w = nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([w], lr=0.5)
+    s = sch.warmup_lambda_lr(opt, total_steps=20, warmup_steps=5, decay="cosine")
+    f = sch.warmup_schedule(20, 5, "cosine")
+    for step in range(25):
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * f(step))
+        opt.step()
+        s.step()
+
+
+def test_schedule_bad_input():
+    with pytest.raises(ValueError, match="smaller than total_steps"):
+        sch.warmup_schedule(10, 10)
+    with pytest.raises(ValueError, match="decay"):
+        sch.warmup_schedule(10, 2, decay="step")
+    with pytest.raises(ValueError, match="min_factor"):
+        sch.warmup_schedule(10, 2, min_factor=1.5)
+    with pytest.raises(TypeError):
+        sch.warmup_schedule(10.0, 2)
+    with pytest.raises(ValueError, match="non-negative"):
+        sch.warmup_schedule(10, 2)(-1)
+
+
+@pytest.mark.parametrize("max_norm", [0.1, 1.0, 100.0])
+def test_clip_matches_torch(max_norm):
+    torch.manual_seed(0)
+    a, b = nn.Linear(5, 7), nn.Linear(5, 7)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(16, 5) * 3
+    for m in (a, b):
+        m(x).pow(2).sum().backward()
+    ours = sch.clip_grad_norm(a.parameters(), max_norm)
+    ref = torch.nn.utils.clip_grad_norm_(b.parameters(), max_norm)
+    torch.testing.assert_close(ours, ref)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+    assert float(sch.grad_norm(a.parameters())) <= max_norm * (1 + 1e-5)
+
+
+def test_clip_bad_input():
+    w = nn.Parameter(torch.ones(3))
+    with pytest.raises(ValueError, match="positive"):
+        sch.clip_grad_norm([w], 0.0)
+    with pytest.raises(ValueError, match="positive"):
+        sch.clip_grad_norm([w], math.inf)
+    with pytest.raises(TypeError):
+        sch.clip_grad_norm([w], "1")
+    assert float(sch.clip_grad_norm([w], 1.0)) == 0.0      # no gradient: nothing to clip
+
+
+def test_loss_scaler_matches_grad_scaler():
+    torch.manual_seed(1)
+    ours_m, ref_m = nn.Linear(3, 2), nn.Linear(3, 2)
+    ref_m.load_state_dict(ours_m.state_dict())
+    ours_o = torch.optim.SGD(ours_m.parameters(), lr=0.1)
+    ref_o = torch.optim.SGD(ref_m.parameters(), lr=0.1)
+    ours = sch.DynamicLossScaler(init_scale=2.0 ** 10, growth_interval=3)
+    ref = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=3)
+    x = torch.randn(4, 3)
+    for step in range(12):
+        for m, o, s in ((ours_m, ours_o, ours), (ref_m, ref_o, ref)):
+            o.zero_grad()
+            s.scale(m(x).pow(2).mean()).backward()
+            if step in (2, 7):                       # an overflow
+                m.weight.grad[0, 0] = float("inf")
+            s.step(o)
+            s.update()
+        assert ours.get_scale() == ref.get_scale()
+        for p, q in zip(ours_m.parameters(), ref_m.parameters()):
+            torch.testing.assert_close(p, q)
+    assert ours.skipped == 2
+
+
+def test_loss_scaler_bad_input():
+    with pytest.raises(ValueError):
+        sch.DynamicLossScaler(init_scale=0)
+    with pytest.raises(ValueError):
+        sch.DynamicLossScaler(backoff_factor=1.0)
+    with pytest.raises(RuntimeError):
+        sch.DynamicLossScaler().update()
