@@ -77,21 +77,6 @@ def test_keep_attention_and_sparse_input():
     torch.testing.assert_close(layer(x.to_sparse(), ei), y)
 
 
-def test_nonzero_dropout_distribution_and_layouts():
-    torch.manual_seed(4)
-    x = (torch.rand(200, 300) < 0.05).float() * 2.0
-    out = gat.nonzero_dropout(x, 0.6)
-    assert bool((out[x == 0] == 0).all())
-    kept = (out[x != 0] != 0).float().mean()
-    assert abs(float(kept) - 0.4) < 0.05
-    torch.testing.assert_close(out[out != 0], torch.full_like(out[out != 0], 2.0 / 0.4))
-    assert gat.nonzero_dropout(x, 0.6, training=False) is x
-    sp = gat.nonzero_dropout(x.to_sparse(), 0.6)
-    assert sp.is_sparse and sp.shape == x.shape
-    with pytest.raises(ValueError):
-        gat.nonzero_dropout(x, 1.0)
-
-
 def test_gat_model_shapes_and_gradients():
     torch.manual_seed(5)
     ei = random_graph(20, 50)

@@ -110,3 +110,18 @@ def test_fit_nodes_learns_separable_labels():
     res = graphs.fit_nodes(model, data, epochs=60, lr=0.1, progress=False,
                            forward=lambda m, d: m(d.x))
     assert res.test_acc == 1.0 and res.epochs_run == 60 and len(res.history["loss"]) == 60
+
+
+def test_feature_dropout_distribution_and_layouts():
+    torch.manual_seed(4)
+    x = (torch.rand(200, 300) < 0.05).float() * 2.0
+    out = graphs.feature_dropout(x, 0.6)
+    assert bool((out[x == 0] == 0).all())
+    kept = (out[x != 0] != 0).float().mean()
+    assert abs(float(kept) - 0.4) < 0.05
+    torch.testing.assert_close(out[out != 0], torch.full_like(out[out != 0], 2.0 / 0.4))
+    assert graphs.feature_dropout(x, 0.6, training=False) is x
+    sp = graphs.feature_dropout(x.to_sparse(), 0.6)
+    assert sp.is_sparse and sp.shape == x.shape
+    with pytest.raises(ValueError):
+        graphs.feature_dropout(x, 1.0)

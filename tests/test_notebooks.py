@@ -93,5 +93,7 @@ def test_strip_progress_bars_keeps_other_outputs():
     text_bar = nbformat.v4.new_output("stream", name="stderr", text="width 4:  50%|#####     | 2/4 [00:01<00:01]")
     printed = nbformat.v4.new_output("stream", name="stdout", text="accuracy 0.97")
     nb.cells[2].outputs = [widget, printed, text_bar]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     assert strip_progress_bars(nb) == 2
     assert nb.cells[2].outputs == [printed]
+    assert "widgets" not in nb.metadata       # the state of the removed bars goes too

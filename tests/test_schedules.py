@@ -107,3 +107,22 @@ def test_loss_scaler_bad_input():
         sch.DynamicLossScaler(backoff_factor=1.0)
     with pytest.raises(RuntimeError):
         sch.DynamicLossScaler().update()
+
+
+def test_saved_tensor_bytes_counts_activations_once():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 32)
+    x = torch.randn(10, 64)
+    with sch.SavedTensorBytes(exclude=lin.parameters()) as saved:
+        lin(x).relu().sum().backward()
+    # Linear saves its input x (10 x 64 floats) for dL/dW; ReLU saves its output (10 x 32).
+    assert saved.bytes == 4 * (10 * 64 + 10 * 32)
+    x_grad = x.clone().requires_grad_(True)
+    with sch.SavedTensorBytes() as with_weight:
+        lin(x_grad).relu().sum()
+    # dL/dx needs W: without `exclude` the weight's storage is counted as well
+    assert with_weight.bytes == saved.bytes + 4 * 64 * 32
+    with sch.SavedTensorBytes(exclude=lin.parameters()) as half:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lin(x).relu().sum()
+    assert half.bytes == saved.bytes // 2          # the same tensors, in 2-byte bfloat16

@@ -28,18 +28,7 @@ from torch import nn
 
 from . import graphs
 
-__all__ = ["nonzero_dropout", "attention_scores", "sparse_attention", "dense_attention", "GATLayer", "GAT"]
-
-
-def _check_features(x: torch.Tensor, name: str = "x") -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.layout not in (torch.strided, torch.sparse_coo):
-        raise TypeError(f"{name} must be dense or sparse COO, got layout {x.layout}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must have shape (n, d), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+__all__ = ["attention_scores", "sparse_attention", "dense_attention", "GATLayer", "GAT"]
 
 
 def _check_heads(g: torch.Tensor, a_dst: torch.Tensor, a_src: torch.Tensor) -> None:
@@ -48,29 +37,6 @@ def _check_heads(g: torch.Tensor, a_dst: torch.Tensor, a_src: torch.Tensor) -> N
     if a_dst.shape != g.shape[1:] or a_src.shape != g.shape[1:]:
         raise ValueError(f"a_dst and a_src must have shape (H, d) = {tuple(g.shape[1:])}, "
                          f"got {tuple(a_dst.shape)} and {tuple(a_src.shape)}")
-
-
-def nonzero_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """Dropout that draws random numbers only for the non-zero entries of ``x``.
-
-    Same distribution as ``F.dropout(x, p, training)`` (a zero stays zero whether it is
-    dropped or not) and much cheaper on sparse inputs such as Cora's bag-of-words
-    features (about 1% non-zero). ``x``: any shape, dense or sparse COO (then the stored
-    values are dropped); returns the same shape and layout.
-    """
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    if not training or p == 0.0:
-        return x
-    if x.is_sparse:                                   # sparse COO: drop stored values
-        x = x.coalesce()
-        return torch.sparse_coo_tensor(x.indices(), F.dropout(x.values(), p, True), x.shape,
-                                       check_invariants=False)
-    idx = torch.nonzero(x, as_tuple=True)
-    keep = torch.rand(idx[0].shape, device=x.device) >= p
-    out = torch.zeros_like(x)
-    out[idx] = x[idx] * keep / (1.0 - p)
-    return out
 
 
 def attention_scores(g: torch.Tensor, a_dst: torch.Tensor, a_src: torch.Tensor, edge_index: torch.Tensor,
@@ -169,7 +135,7 @@ class GATLayer(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, dense: bool = False) -> torch.Tensor:
-        _check_features(x)
+        graphs.check_features(x, allow_sparse=True)
         n = x.shape[0]
         if x.shape[1] != self.d_in:
             raise ValueError(f"x has {x.shape[1]} features, the layer expects {self.d_in}")
@@ -223,7 +189,7 @@ class GAT(nn.Module):
     ``dropout`` on the input features -> ``heads`` x ``d_hidden`` attention layer, heads
     concatenated, ELU -> ``dropout`` -> one attention layer with ``out_heads`` heads of
     width ``d_out``, averaged. The attention coefficients get the same dropout. Input
-    dropout uses :func:`nonzero_dropout` (same distribution as ``F.dropout``, faster on
+    dropout uses :func:`dlbook.graphs.feature_dropout` (same distribution as ``F.dropout``, faster on
     sparse features). ``layer="pyg"`` builds the layers from ``GATConv``.
     ``forward(x, edge_index)`` maps ``(n, d_in)`` to scores ``(n, d_out)``.
     """
@@ -236,7 +202,7 @@ class GAT(nn.Module):
         self.dropout, self.kind = dropout, layer
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        x = nonzero_dropout(x, self.dropout, self.training)
+        x = graphs.feature_dropout(x, self.dropout, self.training)
         x = F.elu(self.conv1(x, edge_index))
         x = F.dropout(x, self.dropout, self.training)
         return self.conv2(x, edge_index)

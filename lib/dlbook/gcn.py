@@ -36,40 +36,9 @@ from torch import nn
 
 from . import graphs
 
-__all__ = ["message_passing", "gcn_propagate", "GCNLayer", "GCN", "feature_dropout", "GraphBatch",
+__all__ = ["message_passing", "gcn_propagate", "GCNLayer", "GCN", "GraphBatch",
            "block_diagonal_batch", "mean_pool", "GraphClassifier", "graph_batches", "fit_graphs",
            "GraphFitResult", "dirichlet_energy", "wl_colors", "wl_equivalent"]
-
-
-def _check_features(x: torch.Tensor, name: str = "x", allow_sparse: bool = False) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.layout != torch.strided and not (allow_sparse and x.layout == torch.sparse_coo):
-        raise TypeError(f"{name} must be a dense tensor{' or a sparse COO tensor' if allow_sparse else ''}, "
-                        f"got layout {x.layout}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must have shape (n, d), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-
-
-def feature_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """Inverted dropout, also for a sparse COO ``x`` (only its stored entries are dropped).
-
-    Same distribution as ``F.dropout``: each entry is zeroed with probability ``p`` and
-    the survivors are scaled by ``1/(1-p)``. Dropping a zero changes nothing, so for sparse
-    inputs (bag-of-words features) it suffices to drop stored values, as Kipf & Welling's
-    code does; the mask is drawn with ``torch.rand``, which is faster on CPU than the
-    Bernoulli sampler of ``F.dropout``.
-    """
-    if not training or p == 0.0:
-        return x
-    if x.layout == torch.sparse_coo:
-        x = x.coalesce()
-        v = x.values()
-        v = v * (torch.rand_like(v) >= p).to(v.dtype) / (1.0 - p)
-        return torch.sparse_coo_tensor(x.indices(), v, x.shape, is_coalesced=True, check_invariants=False)
-    return x * (torch.rand_like(x) >= p).to(x.dtype) / (1.0 - p)
 
 
 # ---------------------------------------------------------------------------
@@ -88,7 +57,7 @@ def message_passing(x: torch.Tensor, edge_index: torch.Tensor,
     :func:`dlbook.graphs.aggregate`), giving ``m`` of shape ``(n, d')``; nodes without
     incoming edges get zeros. The result is ``update(x, m)``, by default ``m`` itself.
     """
-    _check_features(x)
+    graphs.check_features(x)
     n = x.shape[0]
     graphs.check_edge_index(edge_index, n)
     src, dst = edge_index[0], edge_index[1]
@@ -107,7 +76,7 @@ def gcn_propagate(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
 
     This is (5.3): the GCN aggregation without an UPDATE step. ``x``: ``(n, d)`` -> ``(n, d)``.
     """
-    _check_features(x)
+    graphs.check_features(x)
     ei, w = graphs.gcn_edge_weights(edge_index, x.shape[0])
     return message_passing(x, ei, reduce="sum", edge_weight=w)
 
@@ -169,7 +138,7 @@ class GCNLayer(nn.Module):
         return _cached_adjacency(edge_index, num_nodes, self.sparse)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        _check_features(x, allow_sparse=True)
+        graphs.check_features(x, allow_sparse=True)
         if x.shape[1] != self.d_in:
             raise ValueError(f"GCNLayer expects {self.d_in} input features, got x of shape {tuple(x.shape)}")
         a_hat = self.adjacency(edge_index, x.shape[0]).to(x.dtype)
@@ -224,7 +193,7 @@ class GCN(nn.Module):
 
     Layer widths ``d_in -> d_hidden -> ... -> d_hidden -> d_out``; dropout with
     probability ``dropout`` on the input of every convolution (as in Kipf & Welling's
-    code; a sparse COO ``x`` is accepted, see :func:`feature_dropout`); no activation
+    code; a sparse COO ``x`` is accepted, see :func:`dlbook.graphs.feature_dropout`); no activation
     after the last layer, so ``forward(x, edge_index)`` returns
     scores ``(n, d_out)`` for ``nn.CrossEntropyLoss`` (e.g. through
     :func:`dlbook.graphs.fit_nodes`). With ``residual=True`` every hidden-to-hidden
@@ -251,7 +220,7 @@ class GCN(nn.Module):
         states = [x]
         last = len(self.convs) - 1
         for k, conv in enumerate(self.convs):
-            h = feature_dropout(x, self.dropout, self.training)
+            h = graphs.feature_dropout(x, self.dropout, self.training)
             h = conv(h, edge_index)
             if k < last:
                 h = F.relu(h)
@@ -315,7 +284,7 @@ def block_diagonal_batch(graph_list: Iterable) -> GraphBatch:
     offset = 0
     for k, g in enumerate(graph_list):
         x, ei, y = _parts(g)
-        _check_features(x, f"graph {k}: x")
+        graphs.check_features(x, f"graph {k}: x")
         n = x.shape[0]
         graphs.check_edge_index(ei, n)
         xs.append(x)
@@ -339,7 +308,7 @@ def mean_pool(x: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = Non
     ``batch`` (shape ``(n,)``) gives each node's graph id in ``0..m-1``; ``num_graphs``
     defaults to ``batch.max() + 1``. A graph with no nodes gets zeros.
     """
-    _check_features(x)
+    graphs.check_features(x)
     if batch.dim() != 1 or batch.shape[0] != x.shape[0]:
         raise ValueError(f"batch must have shape ({x.shape[0]},), got {tuple(batch.shape)}")
     if num_graphs is None:
@@ -472,7 +441,7 @@ def dirichlet_energy(x: torch.Tensor, edge_index: torch.Tensor, relative: bool =
     which removes the effect of the features' overall scale. ``x``: ``(n, d)``.
     Computed as ``||X||_F² − <X, Â X>`` in float64 (float32 on MPS), clamped at 0.
     """
-    _check_features(x)
+    graphs.check_features(x)
     n = x.shape[0]
     dtype = torch.float32 if x.device.type == "mps" else torch.float64   # MPS has no float64
     ei = graphs.add_self_loops(edge_index, n)

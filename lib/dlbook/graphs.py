@@ -25,6 +25,41 @@ from torch import nn
 REDUCTIONS = ("sum", "mean", "max")
 
 
+def check_features(x: torch.Tensor, name: str = "x", allow_sparse: bool = False) -> None:
+    """Raise a clear error unless ``x`` is a floating-point ``(n, d)`` node-feature matrix
+    (dense, or sparse COO when ``allow_sparse``)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.layout != torch.strided and not (allow_sparse and x.layout == torch.sparse_coo):
+        raise TypeError(f"{name} must be a dense tensor{' or a sparse COO tensor' if allow_sparse else ''}, "
+                        f"got layout {x.layout}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape (n, d), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+
+
+def feature_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout, also for a sparse COO ``x`` (only its stored entries are dropped).
+
+    Same distribution as ``F.dropout``: each entry is zeroed with probability ``p`` and
+    the survivors are scaled by ``1/(1-p)``. Dropping a zero changes nothing, so for sparse
+    inputs (bag-of-words features) it suffices to drop stored values, as Kipf & Welling's
+    code does; the mask is drawn with ``torch.rand``, which is faster on CPU than the
+    Bernoulli sampler of ``F.dropout``. Returns the shape and layout of ``x``.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x
+    if x.layout == torch.sparse_coo:
+        x = x.coalesce()
+        v = x.values()
+        v = v * (torch.rand_like(v) >= p).to(v.dtype) / (1.0 - p)
+        return torch.sparse_coo_tensor(x.indices(), v, x.shape, is_coalesced=True, check_invariants=False)
+    return x * (torch.rand_like(x) >= p).to(x.dtype) / (1.0 - p)
+
+
 def check_edge_index(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """Validate an edge index of shape ``(2, E)`` with entries in ``[0, num_nodes)``.
 

@@ -28,20 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import graphs
-from .gat import nonzero_dropout
 
 __all__ = ["sample_neighbors", "induced_subgraph", "mean_aggregate", "SAGELayer", "GraphSAGE"]
-
-
-def _check_features(x: torch.Tensor, name: str = "x") -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.layout not in (torch.strided, torch.sparse_coo):
-        raise TypeError(f"{name} must be dense or sparse COO, got layout {x.layout}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must have shape (n, d), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
 def _check_k(k: int | None) -> None:
@@ -112,7 +100,7 @@ def mean_aggregate(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
     a neighbour drawn twice counts twice). Returns ``(n, d)``; nodes without neighbours get
     zeros.
     """
-    _check_features(x)
+    graphs.check_features(x, allow_sparse=True)
     graphs.check_edge_index(edge_index, x.shape[0])
     return graphs.aggregate(x[edge_index[0]], edge_index[1], x.shape[0], reduce="mean")
 
@@ -151,7 +139,7 @@ class SAGELayer(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        _check_features(x)
+        graphs.check_features(x, allow_sparse=True)
         if x.shape[1] != self.d_in:
             raise ValueError(f"x has {x.shape[1]} features, the layer expects {self.d_in}")
         # W^T [x_v || x_N(v)] = W_self^T x_v + W_neigh^T mean(x_u): the mean is linear, so we
@@ -194,7 +182,7 @@ class GraphSAGE(nn.Module):
     (``None`` = all neighbours). In training mode every layer draws a fresh sample of the
     neighbourhoods at every call; in evaluation mode the full neighbourhoods are used
     unless ``sample_in_eval=True``. Dropout ``dropout`` acts on every layer's input
-    (:func:`dlbook.gat.nonzero_dropout`, so ``x`` may be a sparse COO tensor).
+    (:func:`dlbook.graphs.feature_dropout`, so ``x`` may be a sparse COO tensor).
     ``forward(x, edge_index)`` maps ``(n, d_in)`` to scores ``(n, d_out)``.
     """
 
@@ -220,7 +208,7 @@ class GraphSAGE(nn.Module):
         sample = self.training or self.sample_in_eval
         for k, layer in zip(self.sizes, self.layers):
             ei = sample_neighbors(edge_index, n, k, replace=self.replace) if sample else edge_index
-            x = layer(nonzero_dropout(x, self.dropout, self.training), ei)
+            x = layer(graphs.feature_dropout(x, self.dropout, self.training), ei)
         return x
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:

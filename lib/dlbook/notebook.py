@@ -108,8 +108,9 @@ def strip_progress_bars(nb) -> int:
 
     A live notebook shows the bars while a loop runs and hides them when it ends
     (the book's loops use ``leave=False``); a stored widget only keeps its first
-    frame ("0%"), which would mislead a reader of the rendered page. Returns the
-    number of outputs removed.
+    frame ("0%"), which would mislead a reader of the rendered page. When no widget
+    output is left, the widget state that Jupyter keeps in the notebook's metadata is
+    dropped too (it only served the removed bars). Returns the number of outputs removed.
     """
     removed = 0
     for cell in code_cells(nb):
@@ -125,4 +126,8 @@ def strip_progress_bars(nb) -> int:
                 continue
             kept.append(out)
         cell["outputs"] = kept
+    widgets_left = any("application/vnd.jupyter.widget-view+json" in out.get("data", {})
+                       for cell in code_cells(nb) for out in cell.get("outputs", []))
+    if not widgets_left:
+        nb.get("metadata", {}).pop("widgets", None)
     return removed

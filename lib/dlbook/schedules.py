@@ -22,12 +22,16 @@ Three tools of chapter 11, each written from its formula and checked against PyT
   ``S`` before the step, skip the step and halve ``S`` when a gradient overflowed to
   inf/NaN, double ``S`` after ``growth_interval`` clean steps (:class:`DynamicLossScaler`,
   the policy of ``torch.amp.GradScaler``).
+* The memory of mixed precision: :class:`SavedTensorBytes` adds up the bytes of the
+  distinct tensors autograd keeps for the backward pass (the activations, plus any
+  16-bit copies of the weights made by autocast), on any device.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from types import TracebackType
 
 import torch
 
@@ -183,3 +187,43 @@ class DynamicLossScaler:
                 self.scale_value *= self.growth_factor
                 self.good_steps = 0
         self._found_inf = None
+
+
+class SavedTensorBytes:
+    """Context manager: bytes of the distinct tensors autograd saves for the backward pass.
+
+    Every forward operation that needs its inputs or outputs for the gradient hands them
+    to autograd; this is the activation memory of training. Inside the ``with`` block each
+    saved tensor is recorded once per storage (views and tensors saved by several
+    operations are counted once); storages of the tensors in ``exclude`` (typically the
+    model's float32 parameters, which exist anyway) are left out. After the block,
+    ``.bytes`` holds the total. Unlike ``torch.cuda.max_memory_allocated`` this works the
+    same on CPU and GPU, and it does not count temporaries freed during the forward pass.
+    """
+
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()):
+        self._excluded = {t.untyped_storage().data_ptr() for t in exclude}
+        self._sizes: dict[int, int] = {}
+        self._hooks = None
+        self.bytes = 0
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        if t.layout == torch.strided:
+            storage = t.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+        else:                                  # sparse: count its values and indices
+            key, size = id(t), t.element_size() * t.numel()
+        if key not in self._excluded:
+            self._sizes[key] = max(self._sizes.get(key, 0), size)
+        return t
+
+    def __enter__(self) -> "SavedTensorBytes":
+        self._sizes.clear()
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._hooks.__exit__(exc_type, exc, tb)
+        self.bytes = sum(self._sizes.values())
