@@ -33,6 +33,18 @@ def test_notebook_follows_conventions(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_parameters_cell_parses(path, caplog):
+    """papermill reads every line of the parameters cell (it warns and skips the ones it
+    cannot parse, which `make execute` would then not override)."""
+    import papermill
+
+    with caplog.at_level("WARNING", logger="papermill"):
+        params = papermill.inspect_notebook(str(ROOT / path))
+    assert not [r.message for r in caplog.records if "Unable to parse" in r.message]
+    assert {"profile", "device", "seed"} <= set(params)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
 def test_notebook_execution_recorded(path):
     import json
 
