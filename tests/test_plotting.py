@@ -42,3 +42,15 @@ def test_confusion_and_images():
     plotting.use_book_style()
     assert plt.rcParams["axes.grid"]
     plt.close("all")
+
+
+def test_moving_average_windows_and_positions():
+    steps, means = plotting.moving_average([1.0, 2.0, 3.0, 4.0, 5.0], k=2)
+    np.testing.assert_allclose(means, [1.5, 2.5, 3.5, 4.5])
+    np.testing.assert_array_equal(steps, [1, 2, 3, 4])      # plotted at the last step used
+    steps, means = plotting.moving_average([2.0, 4.0], k=10)   # k capped at the length
+    np.testing.assert_allclose(means, [3.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        plotting.moving_average([], k=2)
+    with pytest.raises(ValueError, match="k must"):
+        plotting.moving_average([1.0], k=0)

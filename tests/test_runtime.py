@@ -73,3 +73,16 @@ def test_threads_from_environment(monkeypatch):
         assert runtime.set_threads_from_env() is None
     finally:
         torch.set_num_threads(before)
+
+
+def test_time_call_counts_and_reduces():
+    calls = []
+    t = runtime.time_call(lambda: calls.append(1), repeats=4, warmup=2, reduce="median")
+    assert len(calls) == 6 and t >= 0.0
+    import time
+    slow = runtime.time_call(lambda: time.sleep(0.01), repeats=2, warmup=0)
+    assert slow >= 0.009
+    with pytest.raises(ValueError, match="repeats"):
+        runtime.time_call(lambda: None, repeats=0)
+    with pytest.raises(ValueError, match="reduce"):
+        runtime.time_call(lambda: None, reduce="max")

@@ -105,3 +105,49 @@ def test_block_from_torch_matches_encoder_layer(norm_first):
         tt.block_from_torch(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="ReLU"):
         tt.block_from_torch(nn.TransformerEncoderLayer(16, 4, 24, activation="gelu", batch_first=True))
+
+
+def test_lm_loss_flattens_and_ignores_missing_targets():
+    torch.manual_seed(0)
+    logits, y = torch.randn(2, 5, 7), torch.randint(0, 7, (2, 5))
+    torch.testing.assert_close(tt.lm_loss(logits, y), F.cross_entropy(logits.reshape(10, 7), y.reshape(10)))
+    y_missing = y.clone()
+    y_missing[:, :2] = -100
+    torch.testing.assert_close(tt.lm_loss(logits, y_missing),
+                               F.cross_entropy(logits[:, 2:].reshape(6, 7), y[:, 2:].reshape(6)))
+    with pytest.raises(ValueError, match="expected logits"):
+        tt.lm_loss(logits, y[:, :4])
+
+
+def test_train_lm_matches_a_hand_written_loop_and_clips():
+    ids = torch.arange(400) % 11
+    cfg = tf.TransformerConfig(d_model=16, n_heads=2, n_layers=1)
+
+    def fresh():
+        torch.manual_seed(0)
+        model = tf.DecoderLM(cfg, vocab_size=11, max_len=8)
+        return model, torch.optim.SGD(model.parameters(), lr=0.1)
+
+    model, opt = fresh()
+    seen = []
+    log = tt.train_lm(model, ids, opt, 5, batch_size=4, context=8, clip=0.5,
+                      generator=torch.Generator().manual_seed(1), progress=False,
+                      after_backward=lambda m: seen.append(m.head.weight.grad is not None),
+                      after_step=seen.append)
+    assert seen == [True, 1, True, 2, True, 3, True, 4, True, 5]
+    ref, ref_opt = fresh()
+    gen, ref_losses = torch.Generator().manual_seed(1), []
+    for _ in range(5):
+        x, y = tt.random_windows(ids, 4, 8, gen)
+        loss = F.cross_entropy(ref(x).flatten(0, 1), y.flatten())
+        ref_opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.5)
+        ref_opt.step()
+        ref_losses.append(loss.item())
+    assert log["loss"] == pytest.approx(ref_losses, rel=1e-5)
+    assert len(log["grad_norm"]) == 5 and log["loss"][-1] < log["loss"][0]
+    for p, q in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="steps"):
+        tt.train_lm(model, ids, opt, 0, batch_size=4, context=8)

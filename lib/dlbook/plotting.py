@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 STYLE = {
     "figure.figsize": (6.4, 3.6),
@@ -103,3 +104,20 @@ def show_images(images, titles: Sequence[str] | None = None, *, ncols: int = 8, 
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def moving_average(values: Sequence[float], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of every ``k`` consecutive values, for reading noisy per-step curves.
+
+    Returns ``(steps, means)``: ``means[i]`` averages ``values[i : i+k]`` and is plotted
+    at ``steps[i] = i + k - 1``, the last step it includes, so that the smoothed curve
+    never runs ahead of the data. ``k`` is capped at ``len(values)``.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"values must be a non-empty 1-D sequence, got shape {values.shape}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = min(k, len(values))
+    means = np.convolve(values, np.ones(k) / k, mode="valid")
+    return np.arange(k - 1, len(values)), means

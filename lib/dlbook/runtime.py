@@ -4,13 +4,17 @@ A notebook's ``parameters`` cell reads the profile and the device from the
 environment variables ``DLBOOK_PROFILE`` and ``DLBOOK_DEVICE`` (the book's
 single mechanism: the runner and the nbval tests set them, papermill may also
 inject ``-p profile quick``), then calls :func:`start`, which validates them,
-seeds every random number generator and picks the device.
+seeds every random number generator and picks the device. :func:`time_call`
+measures how long a function takes, the same way in every chapter.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -135,3 +139,38 @@ def start(profile: str | None = None, device: str | None = None, seed: int = 0,
         set_threads_from_env()
     dev = choose_device(device) if torch else "cpu"
     return Run(profile=profile, device=dev, seed=seed)
+
+
+TIME_REDUCTIONS = ("min", "median", "mean")
+
+
+def time_call(fn: Callable[[], object], repeats: int = 5, *, warmup: int = 1,
+              reduce: str = "min") -> float:
+    """Seconds one call of ``fn()`` takes: ``warmup`` untimed calls, then ``repeats`` timed ones.
+
+    ``reduce`` summarises the timed calls: ``"min"`` (the call least disturbed by other
+    work on the machine), ``"median"`` or ``"mean"``. GPU kernels run asynchronously, so
+    when CUDA is in use the device is synchronised before and after every timed call;
+    otherwise the clock would stop before the work is done.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative int, got {warmup!r}")
+    if reduce not in TIME_REDUCTIONS:
+        raise ValueError(f"reduce must be one of {TIME_REDUCTIONS}, got {reduce!r}")
+    try:
+        import torch
+        sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
+    except ImportError:                       # notebooks without torch
+        sync = lambda: None                   # noqa: E731
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return {"min": min, "median": statistics.median, "mean": statistics.fmean}[reduce](times)

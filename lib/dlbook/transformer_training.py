@@ -10,6 +10,11 @@
   of a causal model on a text with *sliding* windows of length ``n`` moved by ``stride``:
   every character after the first window is scored exactly once, with at least
   ``n - stride`` characters of context.
+* :func:`lm_loss`: the mean cross-entropy of per-position logits ``(B, n, V)`` against
+  targets ``(B, n)`` (targets ``-100`` are ignored), computed in float32 also under
+  autocast. :func:`train_lm` trains a causal model for a number of *steps*, each on a
+  fresh batch of :func:`random_windows`: forward, loss, backward, optional clipping of the
+  gradient norm (:func:`dlbook.schedules.clip_grad_norm`), optimizer and scheduler step.
 * A tiny Vision Transformer. :func:`patchify` cuts images ``(B, H, W)`` into a sequence of
   ``(H/p)(W/p)`` flattened ``p x p`` patches ``(B, n, p^2)`` (row-major order);
   :class:`PatchClassifier` embeds each patch linearly, ``X_0 = P W_E + b_E + E_pos``,
@@ -23,10 +28,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tqdm.auto import tqdm
+
+from . import schedules
 from .attention import MultiHeadAttention
 from .transformer import Block, Transformer, TransformerConfig
 
@@ -44,6 +54,61 @@ def random_windows(ids: torch.Tensor, batch_size: int, n: int,
     offsets = torch.arange(n + 1)
     rows = ids[starts[:, None] + offsets[None, :]]
     return rows[:, :-1], rows[:, 1:]
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over all positions: logits ``(B, n, V)``, targets ``(B, n)``.
+
+    Targets equal to ``-100`` are left out (positions without a target). The logits are
+    cast to float32 first, so the loss is accurate when the model ran under autocast.
+    """
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(f"expected logits (B, n, V) and targets (B, n), "
+                         f"got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+
+def train_lm(model: nn.Module, ids: torch.Tensor, optimizer: torch.optim.Optimizer, steps: int, *,
+             batch_size: int, context: int, generator: torch.Generator | None = None,
+             scheduler=None, clip: float | None = None,
+             after_backward: Callable[[nn.Module], None] | None = None,
+             after_step: Callable[[int], None] | None = None,
+             desc: str = "language model", progress: bool = True) -> dict[str, list[float]]:
+    """Train a causal language model for ``steps`` optimisation steps; return per-step logs.
+
+    Step ``s = 1..steps``: draw ``batch_size`` windows of ``context`` + 1 ids
+    (:func:`random_windows` with ``generator``), ``loss = lm_loss(model(x), y)``, zero the
+    gradients, backward, call ``after_backward(model)`` if given (to read the gradients),
+    clip the global gradient norm at ``clip`` if given, ``optimizer.step()``,
+    ``scheduler.step()`` if given (schedules are per step, see
+    :func:`dlbook.schedules.warmup_lambda_lr`), then ``after_step(s)`` if given.
+    The model is used on the device of its parameters. Returns ``{"loss": [...],
+    "grad_norm": [...]}``, the gradient norm being measured before clipping.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    device = next(model.parameters()).device
+    log: dict[str, list[float]] = {"loss": [], "grad_norm": []}
+    model.train()
+    for step in tqdm(range(1, steps + 1), desc=desc, leave=False, disable=not progress):
+        x, y = random_windows(ids, batch_size, context, generator)
+        loss = lm_loss(model(x.to(device)), y.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if after_backward is not None:
+            after_backward(model)
+        if clip is None:
+            norm = schedules.grad_norm(model.parameters())
+        else:
+            norm = schedules.clip_grad_norm(model.parameters(), clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        log["loss"].append(loss.item())
+        log["grad_norm"].append(float(norm))
+        if after_step is not None:
+            after_step(step)
+    return log
 
 
 @torch.no_grad()
