@@ -6,10 +6,11 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from dlbook import execute
-from dlbook.notebook import problems, repository, setup_cell_source
+from dlbook.notebook import SETUP_TAG, problems, repository, setup_cell_source, setup_extras
 
 ROOT = Path(__file__).resolve().parents[1]
-SETUP = setup_cell_source(*repository(ROOT))
+URL, BRANCH = repository(ROOT)
+SETUP = setup_cell_source(URL, BRANCH)
 TOC = execute.toc_entries(ROOT)
 NOTEBOOKS = sorted(p.relative_to(ROOT) for p in (ROOT / "chapters").rglob("*.ipynb")
                    if ".ipynb_checkpoints" not in p.parts)
@@ -29,7 +30,7 @@ def test_notebook_is_in_toc(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
 def test_notebook_follows_conventions(path):
     nb = nbformat.read(ROOT / path, as_version=4)
-    assert problems(nb, SETUP) == []
+    assert problems(nb, URL, BRANCH) == []
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
@@ -56,7 +57,7 @@ def test_notebook_execution_recorded(path):
 def good_notebook():
     nb = new_notebook(cells=[
         new_markdown_cell("# Title"),
-        new_code_cell(SETUP, execution_count=1),
+        new_code_cell(SETUP, execution_count=1, metadata={"tags": [SETUP_TAG]}),
         new_code_cell('profile = "full"\ndevice = "auto"\nseed = 0', metadata={"tags": ["parameters"]},
                       execution_count=2),
     ])
@@ -65,34 +66,63 @@ def good_notebook():
 
 
 def test_problems_detects_each_defect():
-    assert problems(good_notebook(), SETUP) == []
+    assert problems(good_notebook(), URL, BRANCH) == []
     nb = good_notebook()
     nb.metadata.papermill.parameters.profile = "quick"
-    assert any("profile='quick'" in p for p in problems(nb, SETUP))
+    assert any("profile='quick'" in p for p in problems(nb, URL, BRANCH))
     nb = good_notebook()
     nb.cells[2].metadata.tags = []
-    assert any("parameters" in p for p in problems(nb, SETUP))
+    assert any("parameters" in p for p in problems(nb, URL, BRANCH))
     nb = good_notebook()
     for cell in nb.cells[1:]:
         cell.execution_count = None
-    assert any("not executed" in p for p in problems(nb, SETUP))
+    assert any("not executed" in p for p in problems(nb, URL, BRANCH))
     nb = good_notebook()
     nb.cells[2].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="x", traceback=[])]
-    assert any("error output (ValueError)" in p for p in problems(nb, SETUP))
+    assert any("error output (ValueError)" in p for p in problems(nb, URL, BRANCH))
     nb = good_notebook()
     nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stderr", text="IProgress not found.")]
-    assert any("library warning" in p for p in problems(nb, SETUP))
+    assert any("library warning" in p for p in problems(nb, URL, BRANCH))
     nb = good_notebook()
     nb.cells.insert(3, new_code_cell('profile = "full"', metadata={"tags": ["injected-parameters"]}))
-    assert any("injected-parameters" in p for p in problems(nb, SETUP))
+    assert any("injected-parameters" in p for p in problems(nb, URL, BRANCH))
     nb = good_notebook()
     nb.cells[1].source = "pass"
-    assert any("setup cell" in p for p in problems(nb, SETUP))
+    assert any("setup cell" in p for p in problems(nb, URL, BRANCH))
+    nb = good_notebook()
+    nb.cells[1].metadata.tags = []
+    assert any("not tagged 'remove-cell'" in p for p in problems(nb, URL, BRANCH))
+    nb = good_notebook()
+    nb.cells[2].source += "\nx = " + "1 + " * 30 + "1"
+    assert any("> 88 characters" in p for p in problems(nb, URL, BRANCH))
+    nb = good_notebook()
+    nb.cells[1].source = setup_cell_source(URL, BRANCH, ("graphs",))
+    assert problems(nb, URL, BRANCH) == []
 
 
 def test_setup_cell_never_installs_torch():
-    assert "torch-geometric" in SETUP
     assert '"torch"' not in SETUP and "'torch'" not in SETUP and " torch " not in SETUP
+    assert '"dlbook @ "' in SETUP
+
+
+def test_setup_cell_extras():
+    cell = setup_cell_source(URL, BRANCH, ("graphs", "tokens"))
+    assert '"dlbook[graphs,tokens] @ "' in cell
+    assert setup_extras(cell) == ("graphs", "tokens") and setup_extras(SETUP) == ()
+    with pytest.raises(ValueError, match="extras"):
+        setup_cell_source(URL, BRANCH, ("Graphs; rm -rf",))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_setup_extras_are_declared_in_lib(path):
+    """Every extra a setup cell installs exists in lib/pyproject.toml."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "lib" / "pyproject.toml").read_text())
+    groups = declared["project"]["optional-dependencies"]
+    nb = nbformat.read(ROOT / path, as_version=4)
+    for extra in setup_extras(nb.cells[[c.cell_type for c in nb.cells].index("code")].source):
+        assert extra in groups, f"{path} installs dlbook[{extra}], which lib does not declare"
 
 
 def test_strip_progress_bars_keeps_other_outputs():

@@ -1,10 +1,14 @@
 """Conventions every notebook of the book follows, in one place.
 
-* The first code cell is the *setup cell* below: in Colab (or when
-  ``DLBOOK_FORCE_SETUP=1``) it installs this library and PyTorch Geometric
-  (never torch, which Colab ships) from the repository named in ``_config.yml``,
-  or from ``DLBOOK_INSTALL_SOURCE`` when set (a local checkout's ``lib``
-  folder, say); elsewhere it does nothing.
+* The first code cell is the *setup cell* below, tagged ``remove-cell`` so that the
+  rendered book does not show it: in Colab (or when ``DLBOOK_FORCE_SETUP=1``) it
+  installs this library with the optional extras the notebook needs (never torch,
+  which Colab ships) from the repository named in ``_config.yml``, or from the pip
+  URL in ``DLBOOK_INSTALL_SOURCE`` when set (``git+file:///path/to/checkout#subdirectory=lib``,
+  say); when the install fails it stops with one message naming the URL it tried.
+  Elsewhere it does nothing.
+* No code line is longer than ``MAX_LINE`` (88) characters: the book's column shows
+  about that many without scrolling.
 * One code cell is tagged ``parameters`` (papermill) and defines ``profile``,
   ``device`` and ``seed`` (plus the notebook's sizes).
 * Cells whose printed output nbval compares carry the ``nbval-check-output`` tag.
@@ -15,20 +19,29 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 SETUP_TEMPLATE = '''\
-# Setup: in Colab, install the book's library and PyTorch Geometric (Colab has torch).
-# Elsewhere this does nothing: a checkout's `make install` has installed them.
+# Setup (hidden in the book): in Colab, install the book's library; Colab has torch.
+# Elsewhere this does nothing: a checkout's `make install` has installed it.
 import importlib, os, subprocess, sys
 if "google.colab" in sys.modules or os.environ.get("DLBOOK_FORCE_SETUP"):
-    source = os.environ.get("DLBOOK_INSTALL_SOURCE",
-                            "git+{url}@{branch}#subdirectory=lib")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", source, "torch-geometric"],
-                   check=True)
+    default = "{default}"
+    url = os.environ.get("DLBOOK_INSTALL_SOURCE", default)
+    pip = [sys.executable, "-m", "pip", "install", "-q", "{package} @ " + url]
+    done = subprocess.run(pip, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(
+            f"Could not install the book's library from {{url}} (no network, or a "
+            "wrong URL?). Set DLBOOK_INSTALL_SOURCE to another pip URL, for "
+            "example git+file:///path/to/checkout#subdirectory=lib")
     importlib.invalidate_caches()'''
 
+SETUP_TAG = "remove-cell"        # Jupyter Book does not render the setup cell
 CHECK_TAG = "nbval-check-output"
+MAX_LINE = 88                    # longest code line that fits the book's column
+_EXTRAS = re.compile(r'"dlbook(?:\[([a-z0-9_,-]+)\])? @ "')
 
 
 def repository(root: Path) -> tuple[str, str]:
@@ -42,23 +55,57 @@ def repository(root: Path) -> tuple[str, str]:
     return str(repo["url"]).rstrip("/"), str(repo.get("branch", "main"))
 
 
-def setup_cell_source(url: str, branch: str = "main") -> str:
-    """The exact text of every notebook's first code cell."""
-    return SETUP_TEMPLATE.format(url=url.rstrip("/"), branch=branch)
+def install_url(url: str, branch: str = "main") -> str:
+    """The pip URL of the library in the published repository (``git+...#subdirectory=lib``)."""
+    return f"git+{url.rstrip('/')}@{branch}#subdirectory=lib"
+
+
+def setup_cell_source(url: str, branch: str = "main", extras: Sequence[str] = ()) -> str:
+    """The exact text of every notebook's first code cell.
+
+    ``extras`` names optional dependency groups of ``lib/pyproject.toml`` (for example
+    ``("graphs",)`` for PyTorch Geometric) that the notebook needs; the cell installs
+    ``dlbook[extras] @ <url>``, so that Colab gets them the way a checkout does.
+    """
+    bad = [e for e in extras if not re.fullmatch(r"[a-z0-9_-]+", e)]
+    if bad:
+        raise ValueError(f"extras must be lower-case names of lib's optional groups: {bad}")
+    package = f"dlbook[{','.join(extras)}]" if extras else "dlbook"
+    return SETUP_TEMPLATE.format(default=install_url(url, branch), package=package)
+
+
+def setup_extras(source: str) -> tuple[str, ...]:
+    """The extras a setup cell installs (the inverse of :func:`setup_cell_source`)."""
+    match = _EXTRAS.search(source)
+    return tuple(match.group(1).split(",")) if match and match.group(1) else ()
 
 
 def code_cells(nb) -> list:
     return [c for c in nb.cells if c.cell_type == "code"]
 
 
-def problems(nb, setup_source: str) -> list[str]:
-    """What is wrong with a committed notebook (``nbformat`` node); empty if nothing."""
+def long_lines(nb, limit: int = MAX_LINE) -> list[tuple[int, int, str]]:
+    """``(cell index, line number, line)`` of every code line longer than ``limit``."""
+    return [(i, n, line) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+            for n, line in enumerate(cell.source.splitlines(), 1) if len(line) > limit]
+
+
+def problems(nb, url: str, branch: str = "main") -> list[str]:
+    """What is wrong with a committed notebook (``nbformat`` node); empty if nothing.
+
+    ``url`` and ``branch`` name the published repository (``_config.yml``), from
+    which the setup cell must install the library.
+    """
     found = []
     code = code_cells(nb)
     if not code:
         return ["has no code cell"]
-    if code[0].source != setup_source:
+    if code[0].source != setup_cell_source(url, branch, setup_extras(code[0].source)):
         found.append("first code cell is not the setup cell of dlbook.notebook.setup_cell_source")
+    if SETUP_TAG not in code[0].metadata.get("tags", []):
+        found.append(f"setup cell is not tagged {SETUP_TAG!r} (it would show in the book)")
+    for i, n, line in long_lines(nb):
+        found.append(f"cell {i} line {n} has {len(line)} > {MAX_LINE} characters: {line[:40]!r}...")
     if any("injected-parameters" in c.metadata.get("tags", []) for c in code):
         found.append("holds papermill's injected-parameters cell (it would pin the profile under nbval)")
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
