@@ -62,13 +62,13 @@ def test_setup_cell_installs_from_repository_in_colab():
     (args,), kwargs = run_setup_cell({"DLBOOK_FORCE_SETUP": "1"})[0]
     url = install_url(*repository(ROOT))
     assert url.startswith("git+https://") and url.endswith("#subdirectory=lib")
-    assert args[0][1:5] == ["-m", "pip", "install", "-q"]
-    assert args[0][5:] == [f"dlbook @ {url}"]
+    assert args[1:5] == ["-m", "pip", "install", "-q"]
+    assert args[5:] == [f"dlbook @ {url}"]
     (args,), _ = run_setup_cell({"DLBOOK_FORCE_SETUP": "1"}, extras=("graphs",))[0]
-    assert args[0][5:] == [f"dlbook[graphs] @ {url}"]
+    assert args[5:] == [f"dlbook[graphs] @ {url}"]
     (args,), _ = run_setup_cell({"DLBOOK_FORCE_SETUP": "1",
                                  "DLBOOK_INSTALL_SOURCE": "git+file:///x#subdirectory=lib"})[0]
-    assert args[0][5:] == ["dlbook @ git+file:///x#subdirectory=lib"]
+    assert args[5:] == ["dlbook @ git+file:///x#subdirectory=lib"]
 
 
 def test_failed_install_stops_with_one_clear_message():
