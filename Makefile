@@ -13,7 +13,7 @@ NOTEBOOKS ?=
 THREADS ?=
 JOBS    ?= 2
 
-.PHONY: book test install data mathjax browser execute lint clean
+.PHONY: book test install data mathjax browser execute lint clean setup-cells
 
 $(VENV)/.installed: requirements.txt lib/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ test: install data mathjax browser
 #   depend on the machine's core count.
 execute: install data
 	$(if $(THREADS),DLBOOK_THREADS=$(THREADS) )$(PY) -m dlbook.execute --profile $(PROFILE) --device $(DEVICE) $(NOTEBOOKS)
+
+# After changing repository.url/branch in _config.yml: rewrite every notebook's setup cell.
+setup-cells: install
+	$(PY) -m dlbook.notebook setup-cells
 
 lint:
 	$(PY) $(SHARED)/tools/book_lint.py

@@ -99,7 +99,7 @@ def bare_clone(tmp_path_factory):
     subprocess.run(["git", "clone", "-q", "--bare", str(ROOT), str(target)], check=True)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True,
                             capture_output=True, text=True).stdout.strip()
-    return f"git+file://{target}@{commit}#subdirectory=lib"
+    return f"git+file://localhost{target}@{commit}#subdirectory=lib"
 
 
 def fresh_environment(tmp_path, without=()):

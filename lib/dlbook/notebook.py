@@ -4,7 +4,8 @@
   rendered book does not show it: in Colab (or when ``DLBOOK_FORCE_SETUP=1``) it
   installs this library with the optional extras the notebook needs (never torch,
   which Colab ships) from the repository named in ``_config.yml``, or from the pip
-  URL in ``DLBOOK_INSTALL_SOURCE`` when set (``git+file:///path/to/checkout#subdirectory=lib``,
+  URL in ``DLBOOK_INSTALL_SOURCE`` when set
+  (``git+file://localhost/path/to/checkout#subdirectory=lib``,
   say); when the install fails it stops with one message naming the URL it tried.
   Elsewhere it does nothing.
 * No code line is longer than ``MAX_LINE`` (88) characters: the book's column shows
@@ -35,7 +36,7 @@ if "google.colab" in sys.modules or os.environ.get("DLBOOK_FORCE_SETUP"):
         raise SystemExit(
             f"Could not install the book's library from {{url}} (no network, or a "
             "wrong URL?). Set DLBOOK_INSTALL_SOURCE to another pip URL, for "
-            "example git+file:///path/to/checkout#subdirectory=lib")
+            "example git+file://localhost/path/to/checkout#subdirectory=lib")
     importlib.invalidate_caches()'''
 
 SETUP_TAG = "remove-cell"        # Jupyter Book does not render the setup cell
@@ -178,3 +179,145 @@ def strip_progress_bars(nb) -> int:
     if not widgets_left:
         nb.get("metadata", {}).pop("widgets", None)
     return removed
+
+
+# --- Exercises ------------------------------------------------------------------------
+# Every notebook ends with a markdown cell "## Exercises" and then 2-4 exercises, one
+# markdown cell each, written with sphinx-exercise:
+#
+#     ```{exercise} A short title
+#     :label: ex-<notebook-stem>-<k>          (underscores of the stem become hyphens)
+#     :class: computational                   (omit for a pen-and-paper exercise)
+#
+#     The text of the exercise.
+#     ```
+#
+# A computational exercise is followed by its solution, gated by sphinx-exercise's
+# ``solution-start`` / ``solution-end`` (two markdown cells) with code cells between
+# them, all tagged ``solution`` (nbconvert's TagRemovePreprocessor drops them for the
+# student edition) and at least one of the code cells also tagged ``nbval-check-output``
+# so that CI compares its output. The book shows the solution collapsed (dropdown).
+
+SOLUTION_TAG = "solution"
+MIN_EXERCISES, MAX_EXERCISES = 2, 4
+_EXERCISE = re.compile(r"^```\{exercise\}[^\n]*\n:label: (\S+)\n((?::\w+:[^\n]*\n)*)", re.M)
+_SOLUTION_START = re.compile(r"^```\{solution-start\} (\S+)\n:class: dropdown\n```\s*$")
+_SOLUTION_END = re.compile(r"^```\{solution-end\}\n```\s*$")
+
+
+def exercise_label(stem: str, k: int) -> str:
+    """The label of exercise ``k`` of the notebook whose file stem is ``stem``."""
+    return f"ex-{stem.replace('_', '-')}-{k}"
+
+
+def solution_start_source(label: str) -> str:
+    return f"```{{solution-start}} {label}\n:class: dropdown\n```"
+
+
+SOLUTION_END_SOURCE = "```{solution-end}\n```"
+
+
+def exercises(nb) -> list[dict]:
+    """The exercises of a notebook: ``{"label", "computational", "cell"}`` in order."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            continue
+        for match in _EXERCISE.finditer(cell.source):
+            options = match.group(2)
+            found.append({"label": match.group(1), "cell": i,
+                          "computational": ":class: computational" in options})
+    return found
+
+
+def solution_blocks(nb) -> dict[str, list[int]]:
+    """``label -> indices of the cells inside its solution block`` (start and end included)."""
+    blocks, current, start = {}, None, None
+    for i, cell in enumerate(nb.cells):
+        text = cell.source.strip() if cell.cell_type == "markdown" else ""
+        match = _SOLUTION_START.match(text)
+        if match:
+            current, start = match.group(1), i
+        elif _SOLUTION_END.match(text) and current is not None:
+            blocks[current] = list(range(start, i + 1))
+            current = None
+    return blocks
+
+
+def exercise_problems(nb, stem: str) -> list[str]:
+    """What breaks the exercise convention above; empty if nothing."""
+    found = []
+    heads = [i for i, c in enumerate(nb.cells)
+             if c.cell_type == "markdown" and c.source.lstrip().startswith("## Exercises")]
+    if len(heads) != 1:
+        return [f"needs exactly one '## Exercises' markdown cell, has {len(heads)}"]
+    listed = exercises(nb)
+    if not MIN_EXERCISES <= len(listed) <= MAX_EXERCISES:
+        found.append(f"has {len(listed)} exercises; the book asks for {MIN_EXERCISES}-{MAX_EXERCISES}")
+    if not any(e["computational"] for e in listed):
+        found.append("has no computational exercise (':class: computational')")
+    for k, ex in enumerate(listed, 1):
+        if ex["label"] != exercise_label(stem, k):
+            found.append(f"exercise {k} is labelled {ex['label']!r}, expected {exercise_label(stem, k)!r}")
+        if ex["cell"] < heads[0]:
+            found.append(f"exercise {ex['label']} stands before the '## Exercises' heading")
+    blocks = solution_blocks(nb)
+    inside = {i for cells in blocks.values() for i in cells}
+    labels = {e["label"] for e in listed}
+    for label, cells in blocks.items():
+        if label not in labels:
+            found.append(f"solution block for unknown exercise {label!r}")
+        code = [i for i in cells if nb.cells[i].cell_type == "code"]
+        if any(e["label"] == label and e["computational"] for e in listed):
+            if not code:
+                found.append(f"solution of {label} has no code cell")
+            elif not any(CHECK_TAG in nb.cells[i].metadata.get("tags", []) for i in code):
+                found.append(f"solution of {label} has no code cell tagged {CHECK_TAG!r}")
+        for i in cells:
+            if SOLUTION_TAG not in nb.cells[i].metadata.get("tags", []):
+                found.append(f"cell {i} is inside the solution of {label} but not tagged {SOLUTION_TAG!r}")
+    for ex in listed:
+        if ex["computational"] and ex["label"] not in blocks:
+            found.append(f"computational exercise {ex['label']} has no solution block")
+    for i, cell in enumerate(nb.cells):
+        if SOLUTION_TAG in cell.metadata.get("tags", []) and i not in inside:
+            found.append(f"cell {i} is tagged {SOLUTION_TAG!r} outside every solution block")
+    return found
+
+
+def write_setup_cells(root: Path) -> list[Path]:
+    """Rewrite the setup cell of every notebook under ``root/chapters`` from ``_config.yml``
+    (keeping each notebook's extras and the ``remove-cell`` tag); returns the changed files.
+
+    Run it (``make setup-cells``) after changing ``repository.url`` or ``branch``.
+    """
+    import nbformat
+
+    url, branch = repository(root)
+    changed = []
+    for path in sorted(Path(root, "chapters").rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in path.parts:
+            continue
+        nb = nbformat.read(path, as_version=4)
+        cell = code_cells(nb)[0]
+        source = setup_cell_source(url, branch, setup_extras(cell.source))
+        tags = cell.metadata.setdefault("tags", [])
+        if cell.source != source or SETUP_TAG not in tags:
+            cell.source = source
+            if SETUP_TAG not in tags:
+                tags.insert(0, SETUP_TAG)
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Book-wide notebook maintenance.")
+    parser.add_argument("command", choices=["setup-cells"],
+                        help="setup-cells: rewrite every notebook's setup cell from _config.yml")
+    parser.add_argument("--root", type=Path, default=Path("."))
+    args = parser.parse_args()
+    for path in write_setup_cells(args.root):
+        print(f"rewrote the setup cell of {path}")
