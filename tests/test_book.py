@@ -70,7 +70,8 @@ def browser(tmp_path_factory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    chromium = shutil.which("chromium") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
     if not chromium or not driver:
         pytest.fail("chromium and chromedriver are needed: `make browser` installs Debian's packages")
     options = webdriver.ChromeOptions()
@@ -141,3 +142,51 @@ def test_figures_are_shown(built_book, server, browser):
     info = browser.execute_async_script(PAGE_CHECK)
     assert info["images"] >= 5 and not info["brokenImages"]
     assert re.search(r"Training an MLP on handwritten digits", info["title"])
+
+
+LAYOUT_CHECK = r"""
+const body = parseFloat(getComputedStyle(document.querySelector('article p') || document.body).fontSize);
+const code = Array.from(document.querySelectorAll('div.cell_input pre'));
+const visible = e => e.offsetParent !== null && getComputedStyle(e).visibility !== 'hidden';
+const imgs = Array.from(document.querySelectorAll('.cell_output img')).filter(visible);
+const tables = Array.from(document.querySelectorAll('article table')).filter(visible);
+const search = Array.from(document.querySelectorAll(
+  'button.search-button, button.search-button-field, form.bd-search, input[type=search]'))
+  .filter(e => visible(e) && !e.closest('.search-button__wrapper'));
+return {
+  body: body,
+  scrolling: code.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.split('\n')[0]),
+  codeText: code.map(e => e.innerText).join('\n'),
+  shrunk: imgs.filter(i => i.naturalWidth > 1.04 * i.clientWidth).map(i => [i.naturalWidth, i.clientWidth]),
+  wideTables: tables.filter(t => t.scrollWidth > t.parentElement.clientWidth + 1).length,
+  search: search.length,
+};
+"""
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_pages_fit_the_column(built_book, server, browser, width, tmp_path_factory):
+    """At 1280 and 800 px: no code cell scrolls sideways, the setup cell is not shown, no
+    figure is scaled down below the size at which its text matches the body text (see
+    dlbook.plotting), no table is wider than the column, and there is one search box."""
+    from dlbook.plotting import DPI, MIN_FONT_PT
+
+    shots = tmp_path_factory.mktemp(f"shots{width}")
+    browser.set_window_size(width, 1400)
+    try:
+        for page in chapter_pages(built_book):
+            browser.get(f"{server}/{page}")
+            info = browser.execute_script(LAYOUT_CHECK)
+            assert not info["scrolling"], f"{page} at {width} px: code scrolls: {info['scrolling'][:3]}"
+            assert "DLBOOK_FORCE_SETUP" not in info["codeText"], f"{page}: the setup cell is shown"
+            # text drawn at MIN_FONT_PT at DPI, then scaled by at most 4 %, is >= the body text
+            assert MIN_FONT_PT * DPI / 72 / 1.04 >= info["body"] * 0.995
+            assert not info["shrunk"], f"{page} at {width} px: figures scaled down {info['shrunk']}"
+            assert info["wideTables"] == 0, f"{page} at {width} px: a table is wider than the column"
+            if width == 1280:
+                assert info["search"] == 1, f"{page}: {info['search']} search boxes"
+        for page in ("chapters/09_transformer/self_attention.html", "chapters/executions.html"):
+            browser.get(f"{server}/{page}")
+            browser.save_screenshot(str(shots / (page.replace("/", "_") + ".png")))
+    finally:
+        browser.set_window_size(1280, 2000)

@@ -46,8 +46,18 @@ def test_runner_continues_after_failure_and_records(tmp_path, monkeypatch, capsy
     record = json.loads((tmp_path / "chapters" / "executions.json").read_text())
     assert list(record) == ["chapters/good.ipynb"] and record["chapters/good.ipynb"]["profile"] == "quick"
     assert record["chapters/good.ipynb"]["threads"] == os.environ.get("DLBOOK_THREADS", "default")
+    assert record["chapters/good.ipynb"]["timings"] == {"quick, cpu": record["chapters/good.ipynb"]["seconds"]}
     page = (tmp_path / "chapters" / "executions.md").read_text()
-    assert "| `chapters/good.ipynb` | quick | cpu |" in page
+    assert "| [A test notebook](good.ipynb) |" in page and "| quick, cpu | 1 |" in page
+
+    # --time-only: the seconds are recorded, the notebook and its committed run are not touched
+    before = (tmp_path / "chapters" / "good.ipynb").read_text()
+    assert execute.main(["--profile", "full", "--device", "cpu", "--no-progress", "--time-only",
+                         "chapters/good.ipynb"]) == 0
+    assert (tmp_path / "chapters" / "good.ipynb").read_text() == before
+    entry = json.loads((tmp_path / "chapters" / "executions.json").read_text())["chapters/good.ipynb"]
+    assert entry["profile"] == "quick" and set(entry["timings"]) == {"quick, cpu", "full, cpu"}
+    assert "| full, cpu | 1 |" in (tmp_path / "chapters" / "executions.md").read_text()
 
 
 def test_runner_rejects_bad_arguments(tmp_path, monkeypatch, capsys):

@@ -390,7 +390,10 @@ def draw_graph(root: Tensor, ax=None, show_grad: bool = False, title: str = "com
         for r, i in enumerate(members):
             pos[i] = (d, (len(members) - 1) / 2 - r)
     if ax is None:
-        _, ax = plt.subplots(figsize=(1.6 * (max(depth) + 1) + 1, 1.1 * max(len(m) for m in columns.values()) + 1))
+        from .plotting import figure_width
+
+        width = figure_width(1.6 * (max(depth) + 1) + 1)
+        _, ax = plt.subplots(figsize=(width, 1.1 * max(len(m) for m in columns.values()) + 1))
     for j, k in edges:
         (x0, y0), (x1, y1) = pos[j], pos[k]
         bend = 0.0 if x1 - x0 <= 1 else 0.25   # long edges curve around the nodes in between
@@ -401,11 +404,11 @@ def draw_graph(root: Tensor, ax=None, show_grad: bool = False, title: str = "com
         x, y = pos[i]
         leaf = n.is_leaf
         label = n.name or (n.op if not leaf else f"{n.item():g}" if n.data.size == 1 else "const")
-        ax.text(x, y, label, ha="center", va="center", fontsize=10, zorder=3,
+        ax.text(x, y, label, ha="center", va="center", zorder=3,
                 bbox=dict(boxstyle="square,pad=0.4" if leaf else "circle,pad=0.3",
                           fc="#d9e8f5" if leaf else "#fde9c9", ec="0.3"))
         if show_grad and n.grad is not None and n.grad.size == 1:
-            ax.text(x, y - 0.36, f"δ={float(n.grad.reshape(())):.3g}", ha="center", va="top", fontsize=8,
+            ax.text(x, y - 0.36, f"δ={float(n.grad.reshape(())):.3g}", ha="center", va="top",
                     color="C3")
     xs = [p[0] for p in pos.values()]
     ys = [p[1] for p in pos.values()]

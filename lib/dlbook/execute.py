@@ -90,7 +90,8 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def run_notebook(path: Path, profile: str, device: str, failed_dir: Path,
-                 progress: bool = True, timeout: int | None = None) -> Outcome:
+                 progress: bool = True, timeout: int | None = None,
+                 write_back: bool = True) -> Outcome:
     import papermill as pm
 
     start = time.perf_counter()
@@ -103,6 +104,9 @@ def run_notebook(path: Path, profile: str, device: str, failed_dir: Path,
     except Exception as exc:  # noqa: BLE001 - every failure is reported, none stops the run
         return Outcome(str(path), False, time.perf_counter() - start, describe_failure(exc))
     seconds = time.perf_counter() - start
+    if not write_back:  # --time-only: the committed notebook stays as it is
+        failed_copy.unlink()
+        return Outcome(str(path), True, seconds)
     import nbformat
 
     from .notebook import strip_injected_parameters, strip_progress_bars
@@ -128,11 +132,20 @@ def _device_description(device: str) -> str:
         return device
 
 
-def update_record(root: Path, outcomes: list[Outcome], profile: str, device: str) -> None:
+def timing_key(profile: str, device: str) -> str:
+    """How a run is named in the record's per-notebook ``timings``: ``"full, cpu"``."""
+    return f"{profile}, {device}"
+
+
+def update_record(root: Path, outcomes: list[Outcome], profile: str, device: str,
+                  written: bool = True) -> None:
     """Merge successful runs into ``executions.json`` and regenerate ``executions.md``.
 
-    A lock file serialises concurrent runners (two terminals executing different
-    chapters), so that neither loses the other's entries.
+    Each notebook's entry describes the run whose outputs are committed (profile,
+    device, seconds, date, CPU cores, torch threads) and keeps, under ``timings``, the
+    latest seconds of every (profile, device) it ran in, including ``--time-only`` runs
+    (``written=False``) that leave the notebook itself untouched. A lock file serialises
+    concurrent runners, so that neither loses the other's entries.
     """
     import fcntl
 
@@ -143,34 +156,93 @@ def update_record(root: Path, outcomes: list[Outcome], profile: str, device: str
         fcntl.flock(lock, fcntl.LOCK_EX)
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         for o in outcomes:
-            if o.ok:
-                record[o.notebook] = {"profile": profile, "device": where, "seconds": round(o.seconds, 1),
-                                      "date": now, "cpus": os.cpu_count(),
-                                      "threads": os.environ.get(THREADS_ENV, "default"),
-                                      "python": platform.python_version()}
+            if not o.ok:
+                continue
+            entry = record.get(o.notebook, {})
+            timings = entry.get("timings", {})
+            if written:
+                entry = {"profile": profile, "device": where, "seconds": round(o.seconds, 1),
+                         "date": now, "cpus": os.cpu_count(),
+                         "threads": os.environ.get(THREADS_ENV, "default"),
+                         "python": platform.python_version()}
+            timings[timing_key(profile, where)] = round(o.seconds, 1)
+            entry["timings"] = dict(sorted(timings.items()))
+            if "profile" in entry:
+                record[o.notebook] = entry
         record_path.write_text(json.dumps(dict(sorted(record.items())), indent=1) + "\n")
         write_page(root, record)
 
 
+def notebook_title(path: Path) -> str:
+    """The ``# title`` of a notebook (its first markdown cell), else its file name."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return path.stem
+
+
+def chapters_of(root: Path) -> list[tuple[str, list[Path]]]:
+    """``(chapter title, its notebooks)`` in reading order, one entry per chapter folder."""
+    groups: dict[str, list[Path]] = {}
+    for nb in toc_notebooks(root):
+        groups.setdefault(nb.parent.as_posix(), []).append(nb)
+    out = []
+    for folder, notebooks in groups.items():
+        index = root / folder / "index.md"
+        title = Path(folder).name
+        if index.is_file():
+            heads = [l[2:].strip() for l in index.read_text().splitlines() if l.startswith("# ")]
+            title = heads[0] if heads else title
+        else:
+            title = title.split("_", 1)[-1].replace("_", " ").capitalize()
+        out.append((title, notebooks))
+    return out
+
+
 def write_page(root: Path, record: dict) -> None:
-    order = {nb.as_posix(): i for i, nb in enumerate(toc_notebooks(root))}
-    rows = sorted(record.items(), key=lambda kv: order.get(kv[0], len(order)))
+    """``chapters/executions.md``: totals per profile and device, then one table per chapter."""
+    totals: dict[str, list[float]] = {}
+    for entry in record.values():
+        for key, seconds in entry.get("timings", {}).items():
+            totals.setdefault(key, []).append(seconds)
     lines = [
         "# How each notebook was last executed",
         "",
         "Every notebook of this book is committed with the outputs of its last run by",
-        "`make execute` (`python -m dlbook.execute`). This page, regenerated by that",
-        "command, says in which profile, on which device and in how many seconds",
-        "each notebook ran. The `quick` profile is the smoke test run by CI; the",
-        "published outputs come from the `full` profile. \"torch threads\" is the value of",
-        "`DLBOOK_THREADS` for the run (\"default\": torch's own choice, one per core).",
+        "`make execute` (`python -m dlbook.execute`), which regenerates this page. The",
+        "published outputs come from the `full` profile; `quick` is the smoke test that CI",
+        "runs (`make execute PROFILE=quick TIME_ONLY=1` times it without changing the",
+        "notebooks). Times are wall-clock seconds of the whole notebook; \"committed\" is the",
+        "profile and date of the run whose outputs the page shows, \"threads\" the value of",
+        "`DLBOOK_THREADS` for it (\"default\": one per CPU core).",
         "",
-        "| notebook | profile | device | seconds | CPU cores | torch threads | date |",
-        "|---|---|---|---:|---:|---:|---|",
+        "## The whole book",
+        "",
+        "| profile, device | notebooks | total |",
+        "|---|---:|---:|",
     ]
-    for nb, r in rows:
-        lines.append(f"| `{nb}` | {r['profile']} | {r['device']} | {r['seconds']:.1f} | "
-                     f"{r.get('cpus', '')} | {r.get('threads', 'default')} | {r['date']} |")
+    for key in sorted(totals):
+        secs = totals[key]
+        lines.append(f"| {key} | {len(secs)} | {sum(secs) / 60:.1f} min |")
+    keys = sorted(totals)
+    for title, notebooks in chapters_of(root):
+        lines += ["", f"## {title}", "", "| notebook | " + " | ".join(f"{k} (s)" for k in keys)
+                  + " | committed | threads |", "|---|" + "---:|" * len(keys) + "---|---:|"]
+        for nb in notebooks:
+            entry = record.get(nb.as_posix())
+            link = f"[{notebook_title(root / nb)}]({nb.relative_to('chapters').as_posix()})"
+            if entry is None:
+                lines.append(f"| {link} | " + " | ".join("" for _ in keys) + " | never | |")
+                continue
+            timings = entry.get("timings", {})
+            cells = [f"{timings[k]:.0f}" if k in timings else "" for k in keys]
+            run = f"{entry['profile']}, {entry['date'][:10]}"
+            lines.append(f"| {link} | " + " | ".join(cells) + f" | {run} | {entry.get('threads', 'default')} |")
     (root / PAGE).write_text("\n".join(lines) + "\n")
 
 
@@ -192,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--no-record", action="store_true", help="do not update executions.json/md")
+    parser.add_argument("--time-only", action="store_true",
+                        help="record the run's seconds but leave the notebooks unchanged")
     args = parser.parse_args(argv)
     try:
         profile = check_profile(args.profile)
@@ -214,12 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     for i, nb in enumerate(notebooks, 1):
         rel = nb.relative_to(root).as_posix() if root in nb.parents else str(nb)
         print(f"[{i}/{len(notebooks)}] {rel} (profile={profile}, device={args.device})", flush=True)
-        outcome = run_notebook(nb, profile, args.device, failed_dir, not args.no_progress, args.timeout)
+        outcome = run_notebook(nb, profile, args.device, failed_dir, not args.no_progress, args.timeout,
+                               write_back=not args.time_only)
         outcome.notebook = rel
         print(f"    {'ok' if outcome.ok else 'FAILED: ' + outcome.error} in {outcome.seconds:.1f} s", flush=True)
         outcomes.append(outcome)
     if not args.no_record:
-        update_record(root, outcomes, profile, args.device)
+        update_record(root, outcomes, profile, args.device, written=not args.time_only)
     print()
     print(summary_table(outcomes))
     failures = [o for o in outcomes if not o.ok]

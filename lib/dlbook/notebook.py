@@ -91,6 +91,31 @@ def long_lines(nb, limit: int = MAX_LINE) -> list[tuple[int, int, str]]:
             for n, line in enumerate(cell.source.splitlines(), 1) if len(line) > limit]
 
 
+_FIGSIZE = re.compile(r"figsize\s*=\s*\(\s*([0-9.]+)\s*,")
+_FONTSIZE = re.compile(r"(?:fontsize|labelsize|size)\s*=\s*([0-9.]+|[\"'][a-z-]+[\"'])")
+_SMALL = {"xx-small", "x-small", "small", "smaller"}
+
+
+def figure_problems(nb) -> list[str]:
+    """Figures that would not read at the book's width: a literal ``figsize`` wider than
+    :data:`dlbook.plotting.FIGURE_WIDTH` or a font below :data:`dlbook.plotting.MIN_FONT_PT`."""
+    from .plotting import FIGURE_WIDTH, MIN_FONT_PT
+
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for match in _FIGSIZE.finditer(cell.source):
+            if float(match.group(1)) > FIGURE_WIDTH:
+                found.append(f"cell {i}: figsize width {match.group(1)} > {FIGURE_WIDTH} inches")
+        for match in _FONTSIZE.finditer(cell.source):
+            value = match.group(1).strip("\"'")
+            small = value in _SMALL if value[0].isalpha() else float(value) < MIN_FONT_PT
+            if small and "fontsize" in match.group(0) or small and "labelsize" in match.group(0):
+                found.append(f"cell {i}: {match.group(0)} is below the book's {MIN_FONT_PT} pt")
+    return found
+
+
 def problems(nb, url: str, branch: str = "main") -> list[str]:
     """What is wrong with a committed notebook (``nbformat`` node); empty if nothing.
 
@@ -107,6 +132,7 @@ def problems(nb, url: str, branch: str = "main") -> list[str]:
         found.append(f"setup cell is not tagged {SETUP_TAG!r} (it would show in the book)")
     for i, n, line in long_lines(nb):
         found.append(f"cell {i} line {n} has {len(line)} > {MAX_LINE} characters: {line[:40]!r}...")
+    found += figure_problems(nb)
     if any("injected-parameters" in c.metadata.get("tags", []) for c in code):
         found.append("holds papermill's injected-parameters cell (it would pin the profile under nbval)")
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]

@@ -7,9 +7,26 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+# The book's column: a cell output is 676 px wide at a 1280 px window, and body text is
+# 16 px (tests/test_book.py measures both in Chromium). A figure at most FIGURE_WIDTH
+# inches wide at 100 dpi is shown unscaled, so MIN_FONT_PT points are drawn at
+# 12 * 100 / 72 = 16.7 px: no text in a figure is smaller than the text around it.
+DPI = 100
+FIGURE_WIDTH = 6.6
+MIN_FONT_PT = 12
+
 STYLE = {
     "figure.figsize": (6.4, 3.6),
-    "figure.dpi": 100,
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "font.size": MIN_FONT_PT,
+    "axes.titlesize": MIN_FONT_PT,
+    "axes.labelsize": MIN_FONT_PT,
+    "xtick.labelsize": MIN_FONT_PT,
+    "ytick.labelsize": MIN_FONT_PT,
+    "legend.fontsize": MIN_FONT_PT,
+    "legend.title_fontsize": MIN_FONT_PT,
+    "figure.titlesize": MIN_FONT_PT + 1,
     "axes.grid": True,
     "grid.alpha": 0.3,
     "axes.spines.top": False,
@@ -19,8 +36,18 @@ STYLE = {
 
 
 def use_book_style() -> None:
-    """Apply the book's matplotlib settings (called by each notebook's setup)."""
+    """Apply the book's matplotlib settings (called by each notebook's setup).
+
+    Every font is at least :data:`MIN_FONT_PT`; figures are meant to be at most
+    :data:`FIGURE_WIDTH` inches wide (see :func:`figure_width`), so that their text
+    reads at the size of the book's body text.
+    """
     plt.rcParams.update(STYLE)
+
+
+def figure_width(inches: float) -> float:
+    """``inches`` capped at the book's column, :data:`FIGURE_WIDTH`."""
+    return min(float(inches), FIGURE_WIDTH)
 
 
 def plot_history(history, metrics: Sequence[str] = ("loss",), *, title: str | None = None,
@@ -40,7 +67,7 @@ def plot_history(history, metrics: Sequence[str] = ("loss",), *, title: str | No
         if f"train_{m}" not in values and f"val_{m}" not in values:
             raise KeyError(f"no train_{m} or val_{m} in the history; it has {', '.join(values) or 'nothing'}")
     if axes is None:
-        _, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), squeeze=False)
+        _, axes = plt.subplots(1, len(metrics), figsize=(figure_width(3.3 * len(metrics)), 3.3), squeeze=False)
         axes = axes[0]
     for ax, m in zip(axes, metrics):
         for split, style in (("train", "-"), ("val", "--")):
@@ -68,12 +95,12 @@ def plot_confusion(matrix, *, labels: Sequence[str] | None = None, ax=None, titl
         raise ValueError(f"a confusion matrix is square, got shape {m.shape}")
     labels = list(labels) if labels is not None else [str(i) for i in range(m.shape[0])]
     if ax is None:
-        _, ax = plt.subplots(figsize=(4.8, 4.2))
+        _, ax = plt.subplots(figsize=(figure_width(0.6 * m.shape[0] + 1), 0.55 * m.shape[0] + 1))
     ax.imshow(m, cmap="Blues")
     ax.grid(False)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+            ax.text(j, i, str(m[i, j]), ha="center", va="center",
                     color="white" if m[i, j] > m.max() / 2 else "black")
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(labels)), labels)
@@ -93,13 +120,15 @@ def show_images(images, titles: Sequence[str] | None = None, *, ncols: int = 8, 
         raise ValueError(f"images must be (k, H, W), got shape {images.shape}")
     k = images.shape[0]
     nrows = (k + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15), squeeze=False)
+    width = figure_width(size * ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, width / ncols * nrows * 1.25),
+                             squeeze=False)
     for idx, ax in enumerate(axes.flat):
         ax.axis("off")
         if idx < k:
             ax.imshow(images[idx], cmap=cmap)
             if titles is not None:
-                ax.set_title(titles[idx], fontsize=8)
+                ax.set_title(titles[idx])
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
