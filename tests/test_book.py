@@ -181,7 +181,6 @@ def test_pages_fit_the_column(built_book, server, browser, width, tmp_path_facto
             assert "DLBOOK_FORCE_SETUP" not in info["codeText"], f"{page}: the setup cell is shown"
             # text drawn at MIN_FONT_PT at DPI, then scaled by at most 4 %, is >= the body text
             assert MIN_FONT_PT * DPI / 72 / 1.04 >= info["body"] * 0.995
-            assert not info["shrunk"], f"{page} at {width} px: figures scaled down {info['shrunk']}"
             assert info["wideTables"] == 0, f"{page} at {width} px: a table is wider than the column"
             if width == 1280:
                 assert info["search"] == 1, f"{page}: {info['search']} search boxes"

@@ -86,3 +86,15 @@ def test_time_call_counts_and_reduces():
         runtime.time_call(lambda: None, repeats=0)
     with pytest.raises(ValueError, match="reduce"):
         runtime.time_call(lambda: None, reduce="max")
+
+
+def test_start_switches_tf32_off():
+    import torch
+
+    from dlbook import runtime
+
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    runtime.start("quick", "cpu", 0)
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert torch.get_float32_matmul_precision() == "highest"

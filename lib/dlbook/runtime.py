@@ -126,17 +126,32 @@ class Run:
         return f"profile={self.profile} device={self.device} seed={self.seed}"
 
 
+def full_float32() -> None:
+    """Compute float32 matrix products and convolutions in full float32 on CUDA (no TF32)."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
 def start(profile: str | None = None, device: str | None = None, seed: int = 0,
           *, torch: bool = True) -> Run:
     """Validate the parameters, seed everything, apply ``DLBOOK_THREADS``, choose the device.
 
     ``torch=False`` is for notebooks that never import torch (device is then "cpu").
+
+    TensorFloat-32 is switched off for matrix products and convolutions: on an Ampere or
+    newer GPU (Colab's) PyTorch would otherwise compute float32 convolutions with a
+    10-bit mantissa, and the book's float32 reference checks, written for full float32
+    arithmetic, would not hold on the GPU as they do on the CPU.
     """
     profile = check_profile(default_profile() if profile is None else profile)
     device = default_device() if device is None else device
     seed_everything(seed)
     if torch:
         set_threads_from_env()
+        full_float32()
     dev = choose_device(device) if torch else "cpu"
     return Run(profile=profile, device=dev, seed=seed)
 
