@@ -139,3 +139,13 @@ def test_strip_progress_bars_keeps_other_outputs():
     assert strip_progress_bars(nb) == 2
     assert nb.cells[2].outputs == [printed]
     assert "widgets" not in nb.metadata       # the state of the removed bars goes too
+
+
+def test_figure_problems_finds_wide_figures_and_small_fonts():
+    from dlbook.notebook import figure_problems
+
+    nb = good_notebook()
+    assert figure_problems(nb) == []
+    nb.cells[2].source += "\nfig, ax = plt.subplots(figsize=(11, 3))\nax.set_title('t', fontsize=8)"
+    found = " | ".join(figure_problems(nb))
+    assert "figsize width 11" in found and "fontsize=8" in found
