@@ -92,7 +92,7 @@ def long_lines(nb, limit: int = MAX_LINE) -> list[tuple[int, int, str]]:
 
 
 _FIGSIZE = re.compile(r"figsize\s*=\s*\(\s*([0-9.]+)\s*,")
-_FONTSIZE = re.compile(r"(?:fontsize|labelsize|size)\s*=\s*([0-9.]+|[\"'][a-z-]+[\"'])")
+_FONTSIZE = re.compile(r"\b(?:fontsize|labelsize)\s*=\s*([0-9.]+|[\"'][a-z-]+[\"'])")
 _SMALL = {"xx-small", "x-small", "small", "smaller"}
 
 
@@ -111,7 +111,7 @@ def figure_problems(nb) -> list[str]:
         for match in _FONTSIZE.finditer(cell.source):
             value = match.group(1).strip("\"'")
             small = value in _SMALL if value[0].isalpha() else float(value) < MIN_FONT_PT
-            if small and "fontsize" in match.group(0) or small and "labelsize" in match.group(0):
+            if small:
                 found.append(f"cell {i}: {match.group(0)} is below the book's {MIN_FONT_PT} pt")
     return found
 

@@ -93,7 +93,9 @@ def draw_dependencies(rows: list[dict], path: Path) -> None:
     from .plotting import use_book_style
 
     use_book_style()
-    names = {r["number"]: r["title"] for r in rows}  # the check at the end uses them
+    missing = set(PREREQUISITES) ^ {r["number"] for r in rows}
+    if missing:
+        raise ValueError(f"PREREQUISITES and the book's chapters differ: {sorted(missing)}")
     depth: dict[str, int] = {}
     for ch in sorted(PREREQUISITES):
         depth[ch] = 1 + max((depth[p] for p in PREREQUISITES[ch]), default=-1)
@@ -116,9 +118,6 @@ def draw_dependencies(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    missing = set(PREREQUISITES) ^ set(names)
-    if missing:
-        raise ValueError(f"PREREQUISITES and the book's chapters differ: {sorted(missing)}")
 
 
 def _minutes(m: float | None) -> str:
