@@ -57,6 +57,33 @@ def test_load_mnist_from_root(offline_root):
     assert images.shape == (2, 28, 28) and labels.tolist() == [3, 7]
 
 
+def test_load_fashion_mnist_from_root(offline_root):
+    folder = offline_root / "FashionMNIST" / "raw"
+    folder.mkdir(parents=True)
+    write_idx(folder / "train-images-idx3-ubyte.gz", np.full((3, 28, 28), 9), compress=True)
+    write_idx(folder / "train-labels-idx1-ubyte", np.array([0, 9, 5]))
+    images, labels = data.load_fashion_mnist("train")
+    assert images.shape == (3, 28, 28) and images.dtype == np.uint8 and images.max() == 9
+    assert labels.dtype == np.int64 and labels.tolist() == [0, 9, 5]
+    assert data.FASHION_MNIST_CLASSES[9] == "Ankle boot"
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((2, 28, 28)))
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.array([1, 2, 3]))
+    with pytest.raises(ValueError, match="2 images but 3 labels"):
+        data.load_fashion_mnist("test")
+    with pytest.raises(ValueError, match="unknown Fashion-MNIST split"):
+        data.load_fashion_mnist("val")
+
+
+def test_missing_fashion_mnist_raises_one_clear_error(offline_root):
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.load_fashion_mnist("test")
+    message = str(info.value)
+    for part in ("Fashion-MNIST (test split)", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte", str(offline_root / "FashionMNIST" / "raw"),
+                 "fashion-mnist.s3", "DLBOOK_DATA"):
+        assert part in message
+
+
 def test_missing_data_raises_one_clear_error(offline_root):
     with pytest.raises(data.DataNotFoundError) as info:
         data.load_mnist("train")
@@ -115,6 +142,12 @@ def test_real_loaders_offline_from_linked_copies(tmp_path, monkeypatch):
     monkeypatch.setenv("DLBOOK_OFFLINE", "1")
     images, labels = data.load_mnist("test")
     assert images.shape == (10000, 28, 28) and np.bincount(labels)[0] == 980
+    images, labels = data.load_mnist("train")
+    assert images.shape == (60000, 28, 28) and abs(images.mean() / 255 - 0.1307) < 1e-3
+    for split, n in (("train", 60000), ("test", 10000)):
+        images, labels = data.load_fashion_mnist(split)
+        assert images.shape == (n, 28, 28) and (np.bincount(labels) == n // 10).all()
+    assert abs(data.load_fashion_mnist("train")[0].mean() / 255 - 0.2860) < 1e-3
     assert data.load_text("tinyshakespeare").startswith("First Citizen:")
     cora = data.load_planetoid("Cora")
     assert cora.num_nodes == 2708 and int(cora.train_mask.sum()) == 140

@@ -226,3 +226,26 @@ def test_fit_graphs_learns_feature_sign():
     assert [b.num_graphs for b in batches] == [5, 5, 5, 5, 4]
     with pytest.raises(ValueError, match="batch_size"):
         gcn.graph_batches(graphs_, 0)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_gcn_in_float64_matches_pyg_to_1e12(sparse):
+    """Â is built in the features' dtype: a float64 GCN is float64-accurate."""
+    from torch_geometric.nn import GCNConv
+
+    torch.manual_seed(3)
+    ei = random_graph(20, 60)
+    x = torch.randn(20, 5, dtype=torch.float64)
+    conv = GCNConv(5, 3).double()
+    with torch.no_grad():
+        conv.bias.uniform_(-1, 1)
+    layer = gcn.GCNLayer.from_pyg(conv, sparse=sparse)
+    out = layer(x, ei)
+    assert out.dtype == torch.float64
+    assert layer.adjacency(ei, 20, torch.float64).dtype == torch.float64
+    torch.testing.assert_close(out, conv(x, ei), atol=1e-12, rtol=1e-12)
+    a64 = graphs.normalized_adjacency(ei, 20, dtype=torch.float64)
+    torch.testing.assert_close(gcn.gcn_propagate(x, ei), a64 @ x, atol=1e-12, rtol=1e-12)
+    # the float32 Â of the same graph differs from the float64 one by float32 rounding
+    a32 = graphs.normalized_adjacency(ei, 20)
+    assert a32.dtype == torch.float32 and 0 < (a32.double() - a64).abs().max() < 1e-6

@@ -7,6 +7,7 @@ directory to the folder that holds ``_toc.yml``); ``./data``.
 Layout under the root (the same as the standard loaders expect)::
 
     MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
+    FashionMNIST/raw/  (the same four file names as MNIST)
     Planetoid/<Name>/raw/ind.<name>.*          (PyTorch Geometric Planetoid)
     TUDataset/<NAME>/raw/<NAME>_*.txt          (PyTorch Geometric TUDataset)
     text/tinyshakespeare.txt, text/ptb/ptb.{train,valid,test}.txt
@@ -121,30 +122,63 @@ def _find_idx(folder: Path, name: str) -> Path | None:
     return None
 
 
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FASHION_MNIST_FILES = {  # torchvision's file names and md5s of the .gz files
+    "train": (("train-images-idx3-ubyte", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+              ("train-labels-idx1-ubyte", "25c81989df183df01b3e8a0aad5dffbe")),
+    "test": (("t10k-images-idx3-ubyte", "bef4ecab320f06d8554ea6380940ec79"),
+             ("t10k-labels-idx1-ubyte", "bb300cfdad3c16e7a12a480ee83cd310")),
+}
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def _load_idx_pair(dataset: str, folder_name: str, files: dict, url: str, split: str,
+                   root: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of one split of an IDX data set laid out like torchvision's raw
+    folder, downloaded (md5-checked) into it when missing and the network allows."""
+    if split not in files:
+        raise ValueError(f"unknown {dataset} split {split!r}: expected 'train' or 'test'")
+    folder = Path(root) if root is not None else data_root() / folder_name / "raw"
+    paths = []
+    for name, md5 in files[split]:
+        found = _find_idx(folder, name)
+        if found is None:
+            try:
+                _download(url + name + ".gz", folder / f"{name}.gz", md5)
+                found = folder / f"{name}.gz"
+            except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+                missing = [n for n, _ in files[split] if _find_idx(folder, n) is None]
+                raise DataNotFoundError(f"{dataset} ({split} split)", missing, folder,
+                                        url + "<name>.gz", exc) from exc
+        paths.append(found)
+    images, labels = (read_idx(p) for p in paths)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{dataset} {split}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return images, labels.astype(np.int64)
+
+
 def load_mnist(split: str = "test", root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """MNIST images ``(n, 28, 28)`` uint8 and labels ``(n,)`` int64 of one split.
 
     LeCun et al. (1998). ``split`` is ``"train"`` (60,000) or ``"test"`` (10,000).
+    Read from ``root`` (default ``<data root>/MNIST/raw``), downloaded there when missing
+    and online; offline and missing, a :class:`DataNotFoundError` says what to put where.
     """
-    if split not in MNIST_FILES:
-        raise ValueError(f"unknown MNIST split {split!r}: expected 'train' or 'test'")
-    folder = Path(root) if root is not None else data_root() / "MNIST" / "raw"
-    paths = []
-    for name, md5 in MNIST_FILES[split]:
-        found = _find_idx(folder, name)
-        if found is None:
-            try:
-                _download(MNIST_URL + name + ".gz", folder / f"{name}.gz", md5)
-                found = folder / f"{name}.gz"
-            except Exception as exc:  # noqa: BLE001 - any failure means "not available"
-                missing = [n for n, _ in MNIST_FILES[split] if _find_idx(folder, n) is None]
-                raise DataNotFoundError(f"MNIST ({split} split)", missing, folder,
-                                        MNIST_URL + "<name>.gz", exc) from exc
-        paths.append(found)
-    images, labels = (read_idx(p) for p in paths)
-    if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels")
-    return images, labels.astype(np.int64)
+    return _load_idx_pair("MNIST", "MNIST", MNIST_FILES, MNIST_URL, split, root)
+
+
+def load_fashion_mnist(split: str = "test",
+                       root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST images ``(n, 28, 28)`` uint8 and labels ``(n,)`` int64 of one split.
+
+    Xiao, Rasul & Vollgraf (2017): ten classes of clothing
+    (:data:`FASHION_MNIST_CLASSES`), the same sizes and file format as MNIST
+    (``"train"``: 60,000, ``"test"``: 10,000). Same contract as :func:`load_mnist`, from
+    ``<data root>/FashionMNIST/raw``.
+    """
+    return _load_idx_pair("Fashion-MNIST", "FashionMNIST", FASHION_MNIST_FILES,
+                          FASHION_MNIST_URL, split, root)
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -77,30 +77,33 @@ def gcn_propagate(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
     This is (5.3): the GCN aggregation without an UPDATE step. ``x``: ``(n, d)`` -> ``(n, d)``.
     """
     graphs.check_features(x)
-    ei, w = graphs.gcn_edge_weights(edge_index, x.shape[0])
+    ei, w = graphs.gcn_edge_weights(edge_index, x.shape[0], dtype=x.dtype)
     return message_passing(x, ei, reduce="sum", edge_weight=w)
 
 
 # ---------------------------------------------------------------------------
 # The GCN layer (5.4)
 
-_ADJ_CACHE: list[tuple] = []      # (weakref to edge_index, version, n, sparse, Â), newest last
+_ADJ_CACHE: list[tuple] = []      # (weakref to edge_index, version, n, sparse, dtype, Â)
 _ADJ_CACHE_SIZE = 64               # enough for the fixed mini-batches of fit_graphs
 
 
-def _cached_adjacency(edge_index: torch.Tensor, num_nodes: int, sparse: bool) -> torch.Tensor:
+def _cached_adjacency(edge_index: torch.Tensor, num_nodes: int, sparse: bool,
+                      dtype: torch.dtype | None = None) -> torch.Tensor:
     """Â of :func:`dlbook.graphs.normalized_adjacency`, shared by all layers for the same graph.
 
     An entry is reused only for the very same ``edge_index`` object (held by a weak
     reference, so a freed tensor never matches), unchanged since (its in-place version
-    counter), with the same node count and format. Consecutive layers of a model and
+    counter), with the same node count, format and dtype. Consecutive layers of a model and
     the epochs of full-batch training therefore build Â once.
     """
-    for ref, version, n, sp, a_hat in _ADJ_CACHE:
-        if ref() is edge_index and version == edge_index._version and n == num_nodes and sp == sparse:
+    dtype = dtype or torch.get_default_dtype()
+    key = (edge_index._version, num_nodes, sparse, dtype)
+    for ref, *rest, a_hat in _ADJ_CACHE:
+        if ref() is edge_index and tuple(rest) == key:
             return a_hat
-    a_hat = graphs.normalized_adjacency(edge_index, num_nodes, sparse=sparse)
-    _ADJ_CACHE.append((weakref.ref(edge_index), edge_index._version, num_nodes, sparse, a_hat))
+    a_hat = graphs.normalized_adjacency(edge_index, num_nodes, sparse=sparse, dtype=dtype)
+    _ADJ_CACHE.append((weakref.ref(edge_index), *key, a_hat))
     del _ADJ_CACHE[:-_ADJ_CACHE_SIZE]
     return a_hat
 
@@ -133,15 +136,16 @@ class GCNLayer(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def adjacency(self, edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
-        """Â (5.2) for this graph, ``(n, n)``, dense or sparse; cached for repeated calls."""
-        return _cached_adjacency(edge_index, num_nodes, self.sparse)
+    def adjacency(self, edge_index: torch.Tensor, num_nodes: int,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Â (5.2) for this graph, ``(n, n)``, dense or sparse, in ``dtype``; cached."""
+        return _cached_adjacency(edge_index, num_nodes, self.sparse, dtype)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         graphs.check_features(x, allow_sparse=True)
         if x.shape[1] != self.d_in:
             raise ValueError(f"GCNLayer expects {self.d_in} input features, got x of shape {tuple(x.shape)}")
-        a_hat = self.adjacency(edge_index, x.shape[0]).to(x.dtype)
+        a_hat = self.adjacency(edge_index, x.shape[0], x.dtype)
         h = torch.sparse.mm(x, self.weight) if x.is_sparse else x @ self.weight
         out = torch.sparse.mm(a_hat, h) if self.sparse else a_hat @ h
         return out + self.bias if self.bias is not None else out
@@ -160,6 +164,7 @@ class GCNLayer(nn.Module):
             raise ValueError("from_pyg supports GCNConv with normalize=True, add_self_loops=True, "
                              "improved=False (the Â of (5.2))")
         layer = cls(conv.in_channels, conv.out_channels, bias=conv.bias is not None, sparse=sparse)
+        layer.to(dtype=conv.lin.weight.dtype)       # a float64 GCNConv gives a float64 layer
         layer.copy_from_pyg(conv)
         return layer
 

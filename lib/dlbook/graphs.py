@@ -116,24 +116,29 @@ def to_dense_adj(edge_index: torch.Tensor, num_nodes: int,
     return a.index_put_((edge_index[1], edge_index[0]), edge_weight, accumulate=True)
 
 
-def gcn_edge_weights(edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gcn_edge_weights(edge_index: torch.Tensor, num_nodes: int,
+                     dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Edges of A + I and their weights ``1/sqrt(d~_i d~_j)``: the entries of Â in (5.2).
 
-    Returns ``(edge_index_with_loops, weight)`` with ``weight`` of shape ``(E + n,)``.
+    Returns ``(edge_index_with_loops, weight)`` with ``weight`` of shape ``(E + n,)``, in
+    ``dtype`` (default: torch's default dtype) on ``edge_index``'s device. Pass the
+    features' dtype, so that a float64 model gets a float64 Â.
     """
     ei = add_self_loops(edge_index, num_nodes)
-    deg = degree(ei[1], num_nodes)
+    deg = degree(ei[1], num_nodes, dtype=dtype or torch.get_default_dtype())
     inv_sqrt = deg.pow(-0.5)
     return ei, inv_sqrt[ei[0]] * inv_sqrt[ei[1]]
 
 
-def normalized_adjacency(edge_index: torch.Tensor, num_nodes: int, sparse: bool = False) -> torch.Tensor:
+def normalized_adjacency(edge_index: torch.Tensor, num_nodes: int, sparse: bool = False,
+                         dtype: torch.dtype | None = None) -> torch.Tensor:
     """Â = D̃^{-1/2} (A + I) D̃^{-1/2}, equation (5.2), of shape ``(n, n)``.
 
     ``sparse=False`` returns a dense matrix; ``sparse=True`` a ``torch.sparse_coo_tensor``
     (coalesced) with the same entries, for graphs too large for a dense ``n x n``.
+    Built in ``dtype`` (default: torch's default dtype) on ``edge_index``'s device.
     """
-    ei, w = gcn_edge_weights(edge_index, num_nodes)
+    ei, w = gcn_edge_weights(edge_index, num_nodes, dtype=dtype)
     if sparse:
         return torch.sparse_coo_tensor(torch.stack([ei[1], ei[0]]), w, (num_nodes, num_nodes),
                                        check_invariants=True).coalesce()

@@ -310,7 +310,7 @@ def pad_graphs(xs: list[torch.Tensor], edge_indices: list[torch.Tensor]
         n = xi.shape[0]
         x[i, :n], mask[i, :n] = xi, True
         adj[i, :n, :n] = (graphs.to_dense_adj(ei, n) > 0).to(x.dtype)
-        a_hat[i, :n, :n] = graphs.normalized_adjacency(ei, n).to(x.dtype)
+        a_hat[i, :n, :n] = graphs.normalized_adjacency(ei, n, dtype=x.dtype)
     return x, adj, a_hat, mask
 
 
