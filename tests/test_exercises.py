@@ -62,6 +62,14 @@ def test_exercise_problems_detects_each_defect():
     assert "exactly one '## Exercises'" in found(new_notebook(cells=[new_markdown_cell("# T")]))
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_notebook_has_exercises_and_solutions(path):
+    """2-4 exercises, one computational at least, each computational one with a tagged,
+    checked solution block (issue 14's convention, see dlbook.notebook)."""
+    nb = nbformat.read(ROOT / path, as_version=4)
+    assert exercise_problems(nb, Path(path).stem) == []
+
+
 @pytest.fixture(scope="module")
 def edition(tmp_path_factory):
     out = tmp_path_factory.mktemp("student")

@@ -149,3 +149,4 @@ def test_figure_problems_finds_wide_figures_and_small_fonts():
     nb.cells[2].source += "\nfig, ax = plt.subplots(figsize=(11, 3))\nax.set_title('t', fontsize=8)"
     found = " | ".join(figure_problems(nb))
     assert "figsize width 11" in found and "fontsize=8" in found
+    assert any("figsize width 11" in p for p in problems(nb, URL, BRANCH))

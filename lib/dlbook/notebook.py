@@ -132,6 +132,7 @@ def problems(nb, url: str, branch: str = "main") -> list[str]:
         found.append(f"setup cell is not tagged {SETUP_TAG!r} (it would show in the book)")
     for i, n, line in long_lines(nb):
         found.append(f"cell {i} line {n} has {len(line)} > {MAX_LINE} characters: {line[:40]!r}...")
+    found.extend(figure_problems(nb))
     if any("injected-parameters" in c.metadata.get("tags", []) for c in code):
         found.append("holds papermill's injected-parameters cell (it would pin the profile under nbval)")
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
