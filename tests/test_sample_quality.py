@@ -87,7 +87,7 @@ def test_yardstick_training_is_deterministic_and_scores():
     for (name, p), q in zip(a.net.state_dict().items(), b.net.state_dict().values()):
         assert torch.equal(p, q), name
     x = torch.from_numpy(images).float() / 255
-    assert Q.test_accuracy(a, images, labels) > 0.9
+    assert Q.accuracy_on(a, images, labels) > 0.9
     feats = a.features(x)
     assert feats.shape == (len(x), 64) and feats.dtype == torch.float64 and (feats >= 0).all()
     probs = a.probabilities(x[:10])
@@ -134,3 +134,11 @@ def test_yardstick_wraps_an_untrained_lenet_on_any_batch_size():
     x = torch.rand(7, 1, 28, 28)
     torch.testing.assert_close(stick.features(x, batch_size=3), stick.features(x, batch_size=100))
     assert stick.features(x[:0]).shape == (0, 64)
+
+
+def test_lenet_penultimate_feeds_the_output_layer():
+    net = LeNet().eval()
+    x = torch.rand(5, 1, 28, 28)
+    h = net.penultimate(x)
+    assert h.shape == (5, 64) and (h >= 0).all()
+    torch.testing.assert_close(net.fc2(h), net(x))

@@ -178,9 +178,12 @@ class LeNet(nn.Module):
         a2 = F.max_pool2d(self.act(self.conv2(a1)), 2)
         return [a1, a2]
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """The hidden layer's activations ``act(fc1(flatten(·)))``: ``(n, hidden)``."""
+        return self.act(self.fc1(self.features(x)[-1].flatten(1)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)[-1].flatten(1)
-        return self.fc2(self.drop(self.act(self.fc1(h))))
+        return self.fc2(self.drop(self.penultimate(x)))
 
 
 def freeze_first(model: LeNet, k: int) -> None:

@@ -31,6 +31,7 @@ from torch import nn
 
 from .cnn import LeNet
 from .data import cache_root, load_mnist
+from .training import batches, fit
 
 VERSION = "lenet-mnist-v1"       # change when the recipe changes: the cache file is named by it
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -79,11 +80,8 @@ class DigitYardstick(nn.Module):
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """Penultimate activations ``ReLU(fc1(·))``: ``(n, hidden)`` float64 on the CPU."""
-        net, out = self.net, []
-        for x in self._batches(images, batch_size):
-            h = net.features(x)[-1].flatten(1)
-            out.append(net.act(net.fc1(h)).double().cpu())
-        return torch.cat(out) if out else torch.empty(0, net.fc1.out_features, dtype=torch.float64)
+        out = [self.net.penultimate(x).double().cpu() for x in self._batches(images, batch_size)]
+        return torch.cat(out) if out else torch.empty(0, self.net.fc1.out_features, dtype=torch.float64)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
@@ -151,36 +149,24 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
 
 def train_yardstick(images: np.ndarray, labels: np.ndarray,
                     config: YardstickConfig = YardstickConfig(), progress: bool = True) -> DigitYardstick:
-    """Train the yardstick LeNet on uint8 images ``(n, 28, 28)`` and labels ``(n,)``.
+    """Train the yardstick LeNet on uint8 images ``(n, 28, 28)`` and labels ``(n,)`` with
+    :func:`dlbook.training.fit`.
 
     Deterministic: one CPU thread, ``config.seed`` for the initialisation and the order
     of the mini-batches; the same inputs give the same weights on every machine with the
     same torch version.
     """
-    from tqdm.auto import tqdm
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        gen = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
         net = LeNet(hidden=config.hidden)
         x = (torch.as_tensor(images, dtype=torch.float32)[:, None] / 255 - MNIST_MEAN) / MNIST_STD
         y = torch.as_tensor(labels, dtype=torch.int64)
-        opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-        steps = config.epochs * ((len(x) + config.batch_size - 1) // config.batch_size)
-        bar = tqdm(total=steps, desc="training the yardstick LeNet", disable=not progress)
-        net.train()
-        for _ in range(config.epochs):
-            order = torch.randperm(len(x), generator=gen)
-            for start in range(0, len(x), config.batch_size):
-                idx = order[start:start + config.batch_size]
-                loss = F.cross_entropy(net(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                bar.update()
-        bar.close()
+        loader = batches(x, y, config.batch_size, shuffle=True,
+                         generator=torch.Generator().manual_seed(config.seed))
+        fit(net, loader, F.cross_entropy, torch.optim.Adam(net.parameters(), lr=config.lr),
+            config.epochs, device="cpu", progress=progress, desc="training the yardstick LeNet")
     finally:
         torch.set_num_threads(threads)
     return DigitYardstick(net)
@@ -210,7 +196,7 @@ def load_yardstick(cache: str | Path | None = None, device: str | torch.device =
     else:
         stick = train_yardstick(*load_mnist("train"), config, progress=progress)
         test_x, test_y = load_mnist("test")
-        acc = test_accuracy(stick, test_x, test_y)
+        acc = accuracy_on(stick, test_x, test_y)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save({"state_dict": stick.net.state_dict(), "config": asdict(config),
@@ -224,13 +210,10 @@ def saved_test_accuracy(cache: str | Path | None = None) -> float:
     return float(torch.load(yardstick_path(cache), map_location="cpu", weights_only=True)["test_accuracy"])
 
 
-def test_accuracy(stick: DigitYardstick, images: np.ndarray, labels: np.ndarray) -> float:
+def accuracy_on(stick: DigitYardstick, images: np.ndarray, labels: np.ndarray) -> float:
     """Accuracy of the yardstick on uint8 images ``(n, 28, 28)``."""
     probs = stick.probabilities(torch.as_tensor(images, dtype=torch.float32) / 255)
     return float((probs.argmax(1) == torch.as_tensor(labels)).float().mean())
-
-
-test_accuracy.__test__ = False      # not a pytest test, despite its name
 
 
 def real_floor(stick: DigitYardstick, images: torch.Tensor, seed: int = 0) -> float:
