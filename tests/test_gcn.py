@@ -249,3 +249,50 @@ def test_gcn_in_float64_matches_pyg_to_1e12(sparse):
     # the float32 Â of the same graph differs from the float64 one by float32 rounding
     a32 = graphs.normalized_adjacency(ei, 20)
     assert a32.dtype == torch.float32 and 0 < (a32.double() - a64).abs().max() < 1e-6
+
+
+def test_fit_graphs_keeps_the_best_validation_epoch_and_stops_early():
+    g = torch.Generator().manual_seed(1)
+    graphs_ = []
+    for k in range(40):
+        n, label = 4 + k % 5, k % 2
+        x = (2.0 * label - 1.0) * torch.ones(n, 2) + 0.8 * torch.randn(n, 2, generator=g)
+        graphs_.append((x, ring(n), torch.tensor([label])))
+    train, val, test = graphs_[:24], graphs_[24:32], graphs_[32:]
+    torch.manual_seed(0)
+    model = gcn.GraphClassifier(2, 8, 2, layers=2, sparse=True)
+    res = gcn.fit_graphs(model, train, test, epochs=40, batch_size=4, lr=0.02, progress=False,
+                         val_graphs=val, patience=5)
+    h = res.history
+    ran = len(h["loss"])
+    assert len(h["val_acc"]) == len(h["val_loss"]) == ran <= 40
+    best = res.best_epoch
+    # the kept epoch: highest validation accuracy, then lowest validation loss, then earliest
+    key = [(-a, l) for a, l in zip(h["val_acc"], h["val_loss"])]
+    assert key.index(min(key)) == best - 1 and res.val_acc == h["val_acc"][best - 1]
+    assert ran == 40 or ran - best == 5          # stopped after `patience` epochs without a new best
+    # the model holds the weights of the kept epoch: its validation score is that epoch's
+    val_loss, val_acc = gcn._graph_scores(model, gcn.graph_batches(val, 256))
+    assert val_acc == res.val_acc and abs(val_loss - h["val_loss"][best - 1]) < 1e-5
+    assert res.test_acc == gcn._graph_scores(model, gcn.graph_batches(test, 256))[1]
+    without = gcn.fit_graphs(gcn.GraphClassifier(2, 8, 2, layers=2), train, test, epochs=2,
+                             progress=False)
+    assert without.best_epoch is None and without.val_acc is None and "val_acc" not in without.history
+    with pytest.raises(ValueError, match="patience"):
+        gcn.fit_graphs(model, train, test, epochs=2, progress=False, patience=3)
+
+
+def test_graph_classifier_without_edges_is_a_per_node_mlp_and_a_mean():
+    torch.manual_seed(0)
+    xs = [torch.randn(n, 3) for n in (3, 5)]
+    b = gcn.block_diagonal_batch([(x, torch.empty(2, 0, dtype=torch.long)) for x in xs])
+    for sparse in (False, True):
+        torch.manual_seed(1)
+        model = gcn.GraphClassifier(3, 8, 4, layers=3, sparse=sparse).eval()
+        with torch.no_grad():
+            z = model(b.x, b.edge_index, b.batch, 2)
+            for k, x in enumerate(xs):
+                h = x
+                for conv in model.convs:
+                    h = torch.relu(h @ conv.weight + conv.bias)
+                torch.testing.assert_close(z[k], model.head(h.mean(0)), atol=1e-6, rtol=1e-6)

@@ -369,17 +369,38 @@ def graph_batches(graph_list: Sequence, batch_size: int, shuffle: bool = False,
 
 @dataclass
 class GraphFitResult:
-    """Outcome of :func:`fit_graphs`: final test accuracy and per-epoch history."""
+    """Outcome of :func:`fit_graphs`: test accuracy and per-epoch history.
+
+    With validation graphs, ``best_epoch`` is the epoch (counted from 1) whose weights were
+    kept and tested, and ``val_acc`` the validation accuracy of those weights; without,
+    both are ``None`` and the weights of the last epoch are tested.
+    """
 
     test_acc: float
     seconds_per_epoch: float
     history: dict[str, list[float]]
+    best_epoch: int | None = None
+    val_acc: float | None = None
+
+
+def _graph_scores(model: nn.Module, batches: Sequence[GraphBatch]) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` (in eval mode) over graph batches."""
+    model.eval()
+    loss, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for b in batches:
+            out = model(b.x, b.edge_index, b.batch, b.num_graphs)
+            loss += F.cross_entropy(out, b.y, reduction="sum").item()
+            correct += int((out.argmax(1) == b.y).sum())
+            count += b.num_graphs
+    return loss / count, correct / count
 
 
 def fit_graphs(model: nn.Module, train_graphs: Sequence, test_graphs: Sequence, epochs: int = 100,
                batch_size: int = 32, lr: float = 0.01, weight_decay: float = 0.0, device=None,
                seed: int = 0, reshuffle: bool = True, progress: bool = True,
-               desc: str = "train") -> GraphFitResult:
+               desc: str = "train", val_graphs: Sequence | None = None,
+               patience: int | None = None) -> GraphFitResult:
     """Mini-batch graph classification: Adam on the cross-entropy of the graph scores.
 
     Graphs are PyG ``Data`` objects or ``(x, edge_index, y)`` tuples with one label each.
@@ -387,17 +408,30 @@ def fit_graphs(model: nn.Module, train_graphs: Sequence, test_graphs: Sequence, 
     block-diagonal batches with :func:`block_diagonal_batch` and takes one step per batch.
     With ``reshuffle=False`` the batches are drawn once and only their order changes from
     epoch to epoch: much faster on CPU, since each batch's Â is then built only once.
-    ``model(x, edge_index, batch, num_graphs)`` must return ``(m, C)`` scores. The test
-    graphs are evaluated once, after the last epoch (no model selection on them).
+    ``model(x, edge_index, batch, num_graphs)`` must return ``(m, C)`` scores.
+
+    Without ``val_graphs`` the test graphs are evaluated once, after the last epoch. With
+    ``val_graphs`` the model is evaluated on them after every epoch (``history`` gains
+    ``val_loss`` and ``val_acc``) and the weights of the best epoch are kept: highest
+    validation accuracy, ties broken by the lower validation loss, then by the earlier
+    epoch. With ``patience``, training stops once that many epochs have passed without
+    a new best. The test graphs are evaluated once, with the kept weights: they take no
+    part in the choice.
     """
     from tqdm.auto import tqdm
 
+    if patience is not None and (val_graphs is None or not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience needs val_graphs and a positive int, got {patience!r}")
     device = device if device is not None else next(model.parameters()).device
     model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     test = [b.to(device) for b in graph_batches(test_graphs, 256)]
+    val = None if val_graphs is None else [b.to(device) for b in graph_batches(val_graphs, 256)]
     hist: dict[str, list[float]] = {"loss": [], "train_acc": []}
+    if val is not None:
+        hist.update(val_loss=[], val_acc=[])
+    best, best_key, best_state = None, None, None
     fixed = None if reshuffle else [b.to(device) for b in
                                     graph_batches(train_graphs, batch_size, shuffle=True, generator=gen)]
     start = time.perf_counter()
@@ -420,14 +454,21 @@ def fit_graphs(model: nn.Module, train_graphs: Sequence, test_graphs: Sequence, 
             count += b.num_graphs
         hist["loss"].append(total / count)
         hist["train_acc"].append(correct / count)
-    seconds = (time.perf_counter() - start) / max(epochs, 1)
-    model.eval()
-    correct, count = 0, 0
-    with torch.no_grad():
-        for b in test:
-            correct += int((model(b.x, b.edge_index, b.batch, b.num_graphs).argmax(1) == b.y).sum())
-            count += b.num_graphs
-    return GraphFitResult(test_acc=correct / count, seconds_per_epoch=seconds, history=hist)
+        if val is not None:
+            val_loss, val_acc = _graph_scores(model, val)
+            hist["val_loss"].append(val_loss)
+            hist["val_acc"].append(val_acc)
+            if best_key is None or (-val_acc, val_loss) < best_key:
+                best, best_key = len(hist["loss"]), (-val_acc, val_loss)
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif patience is not None and len(hist["loss"]) - best >= patience:
+                break
+    seconds = (time.perf_counter() - start) / max(len(hist["loss"]), 1)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    _, test_acc = _graph_scores(model, test)
+    return GraphFitResult(test_acc=test_acc, seconds_per_epoch=seconds, history=hist, best_epoch=best,
+                          val_acc=None if best_key is None else -best_key[0])
 
 
 # ---------------------------------------------------------------------------
