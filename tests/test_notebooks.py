@@ -150,3 +150,35 @@ def test_figure_problems_finds_wide_figures_and_small_fonts():
     found = " | ".join(figure_problems(nb))
     assert "figsize width 11" in found and "fontsize=8" in found
     assert any("figsize width 11" in p for p in problems(nb, URL, BRANCH))
+
+
+def _png_output(width: int, height: int) -> dict:
+    import base64
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    data = {"image/png": base64.b64encode(buffer.getvalue()).decode()}
+    return nbformat.v4.new_output("display_data", data=data)
+
+
+def test_image_problems_finds_figures_wider_than_the_column():
+    from dlbook.notebook import image_problems, png_size
+    from dlbook.plotting import MAX_IMAGE_PX
+
+    nb = good_notebook()
+    nb.cells[2].outputs = [_png_output(660, 250)]
+    assert png_size(nb.cells[2].outputs[0]["data"]["image/png"]) == (660, 250)
+    assert image_problems(nb) == []
+    nb.cells[2].outputs = [_png_output(MAX_IMAGE_PX + 20, 250)]
+    found = image_problems(nb)
+    assert len(found) == 1 and f"{MAX_IMAGE_PX + 20} px wide" in found[0]
+    assert any("px wide" in p for p in problems(nb, URL, BRANCH))
+    with pytest.raises(ValueError, match="not a PNG"):
+        png_size("R0lGODlhAQABAAAAACw=")       # a GIF

@@ -116,6 +116,36 @@ def figure_problems(nb) -> list[str]:
     return found
 
 
+def png_size(data: str) -> tuple[int, int]:
+    """``(width, height)`` in pixels of a base64-encoded PNG (a notebook's image/png)."""
+    import base64
+    import struct
+
+    head = base64.b64decode("".join(data)[:44])
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG image")
+    return struct.unpack(">II", head[16:24])
+
+
+def image_problems(nb) -> list[str]:
+    """Figure outputs wider than :data:`dlbook.plotting.MAX_IMAGE_PX`: the browser would
+    scale them down, and their text with them (usually a legend or title outside the
+    axes, which the inline backend's tight bounding box adds to the width)."""
+    from .plotting import MAX_IMAGE_PX
+
+    found = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            png = out.get("data", {}).get("image/png")
+            if png:
+                width, _ = png_size(png)
+                if width > MAX_IMAGE_PX:
+                    found.append(f"cell {i}: a figure is {width} px wide, more than the "
+                                 f"column's {MAX_IMAGE_PX} px (move legends and long "
+                                 "titles inside the figure)")
+    return found
+
+
 def problems(nb, url: str, branch: str = "main") -> list[str]:
     """What is wrong with a committed notebook (``nbformat`` node); empty if nothing.
 
@@ -133,6 +163,7 @@ def problems(nb, url: str, branch: str = "main") -> list[str]:
     for i, n, line in long_lines(nb):
         found.append(f"cell {i} line {n} has {len(line)} > {MAX_LINE} characters: {line[:40]!r}...")
     found.extend(figure_problems(nb))
+    found.extend(image_problems(nb))
     if any("injected-parameters" in c.metadata.get("tags", []) for c in code):
         found.append("holds papermill's injected-parameters cell (it would pin the profile under nbval)")
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]

@@ -14,6 +14,11 @@ import numpy as np
 DPI = 100
 FIGURE_WIDTH = 6.6
 MIN_FONT_PT = 12
+# Inline figures are saved with a tight bounding box, so text outside the axes (a legend
+# placed outside, a long title) widens the image beyond FIGURE_WIDTH. Chromium shows an
+# image wider than the column scaled down; up to 4 % is tolerated (tests/test_book.py).
+COLUMN_PX = 676
+MAX_IMAGE_PX = int(1.04 * COLUMN_PX)
 
 STYLE = {
     "figure.figsize": (6.4, 3.6),
