@@ -156,3 +156,52 @@ def test_real_loaders_offline_from_linked_copies(tmp_path, monkeypatch):
     assert (tmp_path / "cache" / "TUDataset" / "ENZYMES" / "processed").is_dir()
     assert snapshot(SHARED) == before
     assert not any(p.name == "processed" for p in (tmp_path / "root").rglob("*") if not p.is_symlink())
+
+
+def _tiny_mnist(folder: Path, n_train: int = 40, n_test: int = 6) -> None:
+    """Train images whose pixel (0, 0) is the image's index, so splits can be traced."""
+    folder.mkdir(parents=True)
+    train = np.zeros((n_train, 28, 28)); train[:, 0, 0] = np.arange(n_train)
+    test = np.zeros((n_test, 28, 28)); test[:, 0, 0] = 100 + np.arange(n_test)
+    write_idx(folder / "train-images-idx3-ubyte", train)
+    write_idx(folder / "train-labels-idx1-ubyte", np.arange(n_train) % 10)
+    write_idx(folder / "t10k-images-idx3-ubyte", test)
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.arange(n_test) % 10)
+
+
+def test_mnist_splits_are_disjoint_and_stable(offline_root):
+    _tiny_mnist(offline_root / "MNIST" / "raw")
+    s = data.mnist_splits(n_val=10)
+    assert (len(s.y_train), len(s.y_val), len(s.y_test)) == (30, 10, 6)
+    assert s.x_train.shape == (30, 28, 28) and s.x_train.dtype.is_floating_point
+    assert float(s.x_train.max()) <= 1.0 and s.y_train.dtype == torch_int64()
+    ids = lambda x: set((x[:, 0, 0] * 255).round().int().tolist())   # noqa: E731
+    train, val = ids(s.x_train), ids(s.x_val)
+    assert not train & val and len(train | val) == 40
+    # the labels travel with their images
+    assert ((s.x_train[:, 0, 0] * 255).round().long() % 10).tolist() == s.y_train.tolist()
+    # validation images do not depend on how many training images are drawn
+    small = data.mnist_splits(n_train=5, n_val=10)
+    assert ids(small.x_val) == val and ids(small.x_train) <= train
+    assert ids(data.mnist_splits(n_val=10, n_test=2).x_test) == {100, 101}
+    assert ids(data.mnist_splits(n_val=10, seed=1).x_val) != val
+    assert "train=30" in repr(s)
+
+
+def test_mnist_splits_bad_input(offline_root):
+    _tiny_mnist(offline_root / "MNIST" / "raw")
+    with pytest.raises(ValueError, match="n_train must be in"):
+        data.mnist_splits(n_train=31, n_val=10)
+    with pytest.raises(ValueError, match="n_val must be in"):
+        data.mnist_splits(n_val=40)
+    with pytest.raises(ValueError, match="n_test must be in"):
+        data.mnist_splits(n_val=10, n_test=7)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.mnist_splits(dataset="cifar")
+    with pytest.raises(data.DataNotFoundError):
+        data.mnist_splits(dataset="fashion")
+
+
+def torch_int64():
+    import torch
+    return torch.int64
