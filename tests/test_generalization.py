@@ -183,3 +183,38 @@ def test_landscape_slices():
     assert grid.shape == (2, 3) and grid[0, 1] == pytest.approx(base, rel=1e-6)
     with pytest.raises(ValueError):
         G.linear_path_losses(model, {"a": torch.zeros(1)}, center, [0.0], loss_of)
+
+
+def _toy_classification(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=g)
+    return x, (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+
+
+def test_train_early_stopping_keeps_the_best_validation_parameters():
+    import torch.nn.functional as F
+
+    x, y = _toy_classification(40, 0)
+    x_val, y_val = _toy_classification(200, 1)
+    torch.manual_seed(0)
+    model = mlp.MLP(mlp.MLPConfig((5, 64, 2)))
+    result = G.train_early_stopping(model, x, y, x_val, y_val, F.cross_entropy, max_steps=400,
+                                    batch_size=16, lr=1e-2, eval_every=10, patience=3,
+                                    generator=torch.Generator().manual_seed(0))
+    steps, losses = zip(*result.val_curve)
+    assert steps[0] == 0 and all(b - a == 10 for a, b in zip(steps, steps[1:]))
+    assert result.best_val_loss == min(losses) and result.best_step == steps[losses.index(min(losses))]
+    # the model was left at the best checkpoint, not at the last step
+    with torch.no_grad():
+        assert float(F.cross_entropy(model(x_val), y_val)) == pytest.approx(result.best_val_loss)
+    # patience: the run stops 3 evaluations after the best one (or at max_steps)
+    assert result.steps == min(400, result.best_step + 30) and result.best_step > 0
+    # the same generator and initialisation give the same run
+    torch.manual_seed(0)
+    again = G.train_early_stopping(mlp.MLP(mlp.MLPConfig((5, 64, 2))), x, y, x_val, y_val,
+                                   F.cross_entropy, max_steps=400, batch_size=16, lr=1e-2,
+                                   eval_every=10, patience=3,
+                                   generator=torch.Generator().manual_seed(0))
+    assert again == result
+    with pytest.raises(ValueError):
+        G.train_early_stopping(model, x, y[:3], x_val, y_val, F.cross_entropy, max_steps=5)

@@ -381,3 +381,72 @@ def functional_loss(x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> Call
         return float(loss_fn(functional_call(model, params, (x,)), y))
 
     return loss_of
+
+
+# ---------------------------------------------------------------------------
+# Training with early stopping (the scaling-law measurements)
+
+
+@dataclass(frozen=True)
+class EarlyStopped:
+    """What :func:`train_early_stopping` did: the step of the best validation loss, that
+    loss, the steps taken, and the validation curve ``(step, loss)`` it measured."""
+
+    best_step: int
+    best_val_loss: float
+    steps: int
+    val_curve: tuple[tuple[int, float], ...]
+
+
+def train_early_stopping(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                         x_val: torch.Tensor, y_val: torch.Tensor, loss_fn: Callable, *,
+                         max_steps: int, batch_size: int = 128, lr: float = 1e-3,
+                         eval_every: int = 50, patience: int = 5,
+                         generator: torch.Generator | None = None) -> EarlyStopped:
+    """Train ``model`` with Adam on ``(x, y)`` and keep the parameters of lowest validation loss.
+
+    Mini-batches of ``min(batch_size, n)`` rows are drawn without replacement from a
+    fresh permutation each epoch (``generator``; the incomplete last batch of an epoch
+    is dropped). Every ``eval_every`` steps the loss on ``(x_val, y_val)`` is measured
+    (one full batch, model in eval mode); training stops after ``max_steps`` steps or
+    when ``patience`` evaluations in a row have not improved on the best one. The
+    model is left at its best parameters (step 0, the initialisation, counts too).
+    All tensors must be on the model's device.
+    """
+    if max_steps < 1 or eval_every < 1 or patience < 1 or batch_size < 1:
+        raise ValueError("max_steps, eval_every, patience and batch_size must be >= 1")
+    if x.shape[0] != y.shape[0] or x_val.shape[0] != y_val.shape[0]:
+        raise ValueError("x and y (x_val and y_val) must have the same number of rows")
+    n, b = x.shape[0], min(batch_size, x.shape[0])
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    @torch.no_grad()
+    def val_loss() -> float:
+        was_training = model.training
+        model.eval()
+        value = float(loss_fn(model(x_val), y_val))
+        model.train(was_training)
+        return value
+
+    best, best_step, best_state = val_loss(), 0, snapshot(model)
+    curve, waited, step, pos = [(0, best)], 0, 0, n
+    order = torch.arange(n)
+    model.train()
+    while step < max_steps and waited < patience:
+        if pos + b > n:
+            order, pos = torch.randperm(n, generator=generator).to(x.device), 0
+        idx, pos = order[pos:pos + b], pos + b
+        loss = loss_fn(model(x[idx]), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step % eval_every == 0 or step == max_steps:
+            value = val_loss()
+            curve.append((step, value))
+            if value < best:
+                best, best_step, best_state, waited = value, step, snapshot(model), 0
+            else:
+                waited += 1
+    rewind(model, best_state)
+    return EarlyStopped(best_step, best, step, tuple(curve))
