@@ -510,6 +510,19 @@ def sample(generator_net: nn.Module, n: int, z_dim: int,
     return out
 
 
+def _prepare(generator_net: nn.Module, discriminator_net: nn.Module, snapshot_steps,
+             steps: int, device) -> torch.device:
+    """Shared start of both training loops: check the snapshot steps, move both networks
+    to ``device`` (default: the generator's) in training mode, and return the device."""
+    bad = [k for k in snapshot_steps if not 0 <= k <= steps]
+    if bad:
+        raise ValueError(f"snapshot steps must lie in [0, {steps}], got {bad}")
+    device = device if device is not None else next(generator_net.parameters()).device
+    generator_net.to(device).train()
+    discriminator_net.to(device).train()
+    return device
+
+
 def train_2d(generator_net: EnsembleMLP, discriminator_net: EnsembleMLP,
              sample_real: Callable[[int, torch.Generator], torch.Tensor], *, objective: str,
              steps: int, batch_size: int = 256, lr_g: float = 1e-4, lr_d: float = 1e-4,
@@ -545,12 +558,7 @@ def train_2d(generator_net: EnsembleMLP, discriminator_net: EnsembleMLP,
     if discriminator_net.size != S:
         raise ValueError(f"{S} generators but {discriminator_net.size} discriminators")
     z_dim = generator_net.config.sizes[0]
-    bad = [k for k in snapshot_steps if not 0 <= k <= steps]
-    if bad:
-        raise ValueError(f"snapshot steps must lie in [0, {steps}], got {bad}")
-    device = device if device is not None else next(generator_net.parameters()).device
-    generator_net.to(device).train()
-    discriminator_net.to(device).train()
+    device = _prepare(generator_net, discriminator_net, snapshot_steps, steps, device)
     gen = torch.Generator().manual_seed(seed)
     z_fixed = torch.randn(S, n_fixed, z_dim, generator=gen).to(device)
     opt_g = torch.optim.Adam(generator_net.parameters(), lr=lr_g, betas=betas)
@@ -638,12 +646,7 @@ def train_images(generator_net: nn.Module, discriminator_net: nn.Module, images:
                          "for pixels x in [0, 1]")
     if len(images) < batch_size:
         raise ValueError(f"{len(images)} images are fewer than one batch of {batch_size}")
-    bad = [k for k in snapshot_steps if not 0 <= k <= steps]
-    if bad:
-        raise ValueError(f"snapshot steps must lie in [0, {steps}], got {bad}")
-    device = device if device is not None else next(generator_net.parameters()).device
-    generator_net.to(device).train()
-    discriminator_net.to(device).train()
+    device = _prepare(generator_net, discriminator_net, snapshot_steps, steps, device)
     z_dim = generator_net.z_dim
     gen = torch.Generator().manual_seed(seed)
     z_fixed = torch.randn(n_fixed, z_dim, generator=gen).to(device)
