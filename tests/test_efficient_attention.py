@@ -107,13 +107,6 @@ def test_linformer_identity_projection_is_exact_and_shapes():
         ea.linformer_attention(q, k, v, torch.randn(4, 11))
 
 
-def test_memory_formula():
-    assert ea.attention_memory_bytes("exact", 100, 8) == 2 * 100 * 100 * 4
-    assert ea.attention_memory_bytes("performer", 100, 8, n_features=16) == (2 * 100 * 16 + 16 * 8) * 4
-    with pytest.raises(ValueError):
-        ea.attention_memory_bytes("flash", 10, 8)
-
-
 def test_pooling_projection():
     p = ea.pooling_projection(2, 6)
     torch.testing.assert_close(p, torch.tensor([[1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1]]) / 3.0)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 __all__ = ["sliding_window_mask", "bigbird_mask", "sliding_window_attention", "random_features",
            "favor_features", "performer_attention", "favor_kernel", "linformer_projection",
-           "pooling_projection", "linformer_attention", "attention_memory_bytes"]
+           "pooling_projection", "linformer_attention"]
 
 
 def _check_positive(**values: int) -> None:
@@ -191,24 +191,3 @@ def linformer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
     kp, vp = e @ k, f @ v                                                # (..., k_proj, d)
     scores = q @ kp.transpose(-2, -1) / math.sqrt(q.shape[-1])
     return torch.softmax(scores, dim=-1) @ vp
-
-
-def attention_memory_bytes(method: str, n: int, d: int, n_features: int = 0, window: int = 0,
-                           bytes_per_float: int = 4) -> int:
-    """Analytical size of the largest intermediate tensors of one head (inputs excluded).
-
-    ``"exact"``: scores and weights, ``2 n^2``; ``"sdpa"``: the fused kernel streams
-    blocks, ``~ n d`` (its output); ``"linear"``: features and the ``d x d`` summary,
-    ``2 n d + d^2``; ``"performer"``: ``2 n m + m d``; ``"window"``: ``2 n (2w + 1)`` scores
-    plus the ``n (2w+1) d`` key and value windows (views, counted once each).
-    """
-    table = {
-        "exact": 2 * n * n,
-        "sdpa": n * d,
-        "linear": 2 * n * d + d * d,
-        "performer": 2 * n * n_features + n_features * d,
-        "window": 2 * n * (2 * window + 1),
-    }
-    if method not in table:
-        raise ValueError(f"method must be one of {tuple(table)}, got {method!r}")
-    return table[method] * bytes_per_float
