@@ -107,3 +107,30 @@ def test_bad_input_raises_clear_errors():
         gat.dense_attention(g, torch.randn(2, 3), torch.randn(2, 3), torch.zeros(6, 6))
     with pytest.raises(ValueError, match="layer"):
         gat.GAT(4, 2, 3, layer="dgl")
+
+
+def test_benchmark_compares_training_steps_and_rejects_bad_repeats():
+    from torch import nn
+
+    from dlbook import benchmarks
+
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    mask = torch.ones(20, dtype=torch.bool)
+
+    class Plain(nn.Module):                      # the (x, edge_index) signature of a GNN
+        def __init__(self, width):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 3))
+
+        def forward(self, x, edge_index):
+            return self.net(x)
+
+    small, large = Plain(4), Plain(512)
+    before = [p.clone() for p in small.parameters()]
+    result = benchmarks.compare_steps(small, large, x, None, y, mask, repeats=3)
+    assert result.ours > 0 and result.reference > 0
+    assert result.ratio == result.reference / result.ours
+    assert any(not torch.equal(a, b) for a, b in zip(before, small.parameters()))  # trained
+    with pytest.raises(ValueError, match="repeats"):
+        benchmarks.compare_steps(small, large, x, None, y, mask, repeats=0)

@@ -140,3 +140,72 @@ def test_graphsage_model_shapes_sampling_and_sparse_input():
     torch.testing.assert_close(model(x, ei), model(x, ei))         # eval: full neighbourhoods
     with pytest.raises(ValueError):
         graphsage.GraphSAGE(20, 8, 3, sizes=(0,))
+
+
+def test_blocks_with_full_neighbourhoods_reproduce_the_full_graph_forward():
+    torch.manual_seed(7)
+    ei = random_graph(40, 100, seed=3)
+    x = torch.randn(40, 6, dtype=torch.float64)
+    model = graphsage.GraphSAGE(6, 5, 3, sizes=(None, None)).double().eval()
+    targets = torch.tensor([3, 17, 0, 29])
+    nodes, blocks = graphsage.sample_blocks(targets, ei, 40, (None, None))
+    assert torch.equal(nodes[:4], targets)
+    assert [b.n_dst for b in blocks] == [blocks[1].n_src, 4]
+    torch.testing.assert_close(model.forward_blocks(x[nodes], blocks),
+                               model(x, ei)[targets], atol=1e-12, rtol=0)
+
+
+def test_sampled_blocks_hold_real_edges_at_most_k_per_target_and_nested_prefixes():
+    ei = random_graph(50, 160, seed=4)
+    real = set(map(tuple, ei.t().tolist()))
+    gen = torch.Generator().manual_seed(0)
+    targets = torch.tensor([5, 9, 44])
+    nodes, blocks = graphsage.sample_blocks(targets, ei, 50, (3, 2), generator=gen)
+    assert nodes.unique().numel() == nodes.numel()
+    assert blocks[1].n_dst == 3 and blocks[0].n_dst == blocks[1].n_src
+    assert blocks[0].n_src == nodes.numel()
+    deg = graphs.degree(ei[1], 50, dtype=torch.long)
+    for block, k in zip(blocks, (3, 2)):
+        src, dst = block.edge_index
+        assert int(src.max()) < block.n_src and int(dst.max()) < block.n_dst
+        assert all((int(nodes[j]), int(nodes[i])) in real for j, i in block.edge_index.t())
+        got = graphs.degree(dst, block.n_dst, dtype=torch.long)
+        assert torch.equal(got, deg[nodes[: block.n_dst]].clamp(max=k))
+
+
+def test_forward_blocks_trains_and_fit_minibatch_records_the_cost():
+    from torch_geometric.data import Data
+
+    torch.manual_seed(8)
+    ei = random_graph(60, 200, seed=5)
+    y = torch.randint(0, 3, (60,))
+    x = F.one_hot(y, 3).double() + 0.3 * torch.randn(60, 3, dtype=torch.float64)
+    masks = torch.zeros(3, 60, dtype=torch.bool)
+    masks[0, :30], masks[1, 30:45], masks[2, 45:] = True, True, True
+    data = Data(x=x, edge_index=ei, y=y, train_mask=masks[0], val_mask=masks[1],
+                test_mask=masks[2])
+    model = graphsage.GraphSAGE(3, 8, 3, sizes=(4, 3), dropout=0.0).double()
+    res = graphsage.fit_minibatch(model, data, batch_size=8, epochs=30, lr=0.05,
+                                  generator=torch.Generator().manual_seed(0),
+                                  progress=False)
+    assert res.epochs_run == 30 and len(res.history["train_seconds"]) == 30
+    assert len(res.history["nodes_per_step"]) == 30 * 4            # ceil(30 / 8) steps
+    assert max(res.history["nodes_per_step"]) <= 60
+    assert res.history["loss"][-1] < res.history["loss"][0]
+    assert res.val_acc > 0.6
+
+
+def test_sample_blocks_and_forward_blocks_reject_bad_input():
+    ei = random_graph(20, 50)
+    with pytest.raises(ValueError, match="distinct"):
+        graphsage.sample_blocks(torch.tensor([1, 1]), ei, 20, (2,))
+    with pytest.raises(ValueError, match="lie in"):
+        graphsage.sample_blocks(torch.tensor([25]), ei, 20, (2,))
+    with pytest.raises(ValueError, match="1-D int64"):
+        graphsage.sample_blocks(torch.tensor([1.0]), ei, 20, (2,))
+    nodes, blocks = graphsage.sample_blocks(torch.tensor([1, 2]), ei, 20, (2,))
+    model = graphsage.GraphSAGE(4, 5, 2, sizes=(2, 2))
+    with pytest.raises(ValueError, match="blocks for a model"):
+        model.forward_blocks(torch.randn(len(nodes), 4), blocks)
+    with pytest.raises(ValueError, match="batch_size"):
+        graphsage.fit_minibatch(model, None, batch_size=0)
