@@ -66,7 +66,7 @@ def sparse_attention(g: torch.Tensor, a_dst: torch.Tensor, a_src: torch.Tensor, 
     n = g.shape[0]
     e = attention_scores(g, a_dst, a_src, edge_index, negative_slope)
     alpha = graphs.segment_softmax(e, edge_index[1], n)
-    a = F.dropout(alpha, dropout, training)
+    a = graphs.feature_dropout(alpha, dropout, training)   # F.dropout's distribution, faster
     out = graphs.aggregate(a.unsqueeze(-1) * g[edge_index[0]], edge_index[1], n, reduce="sum")
     return out, alpha
 
