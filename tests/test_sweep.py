@@ -31,6 +31,13 @@ def test_grid_search_chooses_on_validation_and_tests_only_the_choice():
     assert sweep.test_mean_std()[1] == pytest.approx(0.001)
 
 
+def test_a_diverged_run_reported_as_inf_is_never_chosen():
+    loss = {"fast": float("inf"), "slow": 2.0}
+    sweep = grid_search(lambda s, k: Trial(loss[s] if k == 0 else 1.0, lambda: 0.0),
+                        ["fast", "slow"], [0, 1], higher_is_better=False, progress=False)
+    assert sweep.best == "slow"
+
+
 def test_grid_search_minimises_a_loss_and_breaks_ties_by_order():
     loss = {"a": 2.0, "b": 1.0, "c": 1.0}
     sweep = grid_search(lambda s, k: Trial(loss[s], lambda: 0.0), ["a", "b", "c"], [0],
@@ -48,6 +55,6 @@ def test_grid_search_rejects_bad_input():
         grid_search(ok, [1, 1], [0], progress=False)
     with pytest.raises(TypeError, match="Trial"):
         grid_search(lambda s, k: 0.5, [1], [0], progress=False)
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match="NaN"):
         grid_search(lambda s, k: Trial(float("nan"), lambda: 0.0), [1], [0],
                     progress=False)

@@ -73,7 +73,9 @@ def grid_search(train: Callable[[Hashable, int], Trial], settings: Sequence[Hash
                 progress: bool = True, desc: str = "grid") -> Sweep:
     """Train every ``(setting, seed)``, choose on mean validation score, test the choice.
 
-    Ties in the mean validation score go to the earlier setting in ``settings``.
+    Ties in the mean validation score go to the earlier setting in ``settings``. A run
+    that diverged should report ``inf`` as its loss (``-inf`` as its score): its setting
+    then has an infinite mean and is never chosen. NaN is refused.
     """
     settings, seeds = list(settings), list(seeds)
     if not settings:
@@ -90,9 +92,9 @@ def grid_search(train: Callable[[Hashable, int], Trial], settings: Sequence[Hash
             trial = train(s, seed)
             if not isinstance(trial, Trial):
                 raise TypeError(f"train must return a Trial, got {type(trial).__name__}")
-            if not math.isfinite(trial.val):
-                raise ValueError(f"non-finite validation score {trial.val} for {s!r}, "
-                                 f"seed {seed}")
+            if math.isnan(trial.val):             # a diverged run may report +-inf
+                raise ValueError(f"NaN validation score for {s!r}, seed {seed}: report "
+                                 "a diverged run as inf (a loss) or -inf (a score)")
             trials[s].append(trial)
             bar.update()
     bar.close()
