@@ -54,3 +54,19 @@ def test_moving_average_windows_and_positions():
         plotting.moving_average([], k=2)
     with pytest.raises(ValueError, match="k must"):
         plotting.moving_average([1.0], k=0)
+
+
+def test_mosaic_places_each_image_in_its_row_and_column():
+    mosaic = plotting.mosaic
+    images = np.arange(5 * 2 * 3, dtype=float).reshape(5, 2, 3)
+    out = mosaic(images, ncols=2, pad=1, fill=-1)
+    assert out.shape == (3 * 3 - 1, 2 * 4 - 1)
+    np.testing.assert_array_equal(out[3:5, 4:7], images[3])      # row 1, column 1
+    np.testing.assert_array_equal(out[6:8, 4:7], -1)             # the missing sixth image
+    assert (out[2] == -1).all() and (out[:, 3] == -1).all()      # the padding
+    flat = mosaic(np.ones((3, 16)), ncols=3, pad=0)
+    assert flat.shape == (4, 12)
+    for bad in (dict(images=np.ones((2, 15)), ncols=1), dict(images=np.ones((2, 4, 4)), ncols=0),
+                dict(images=np.ones((0, 4, 4)), ncols=1)):
+        with pytest.raises(ValueError):
+            mosaic(**bad)

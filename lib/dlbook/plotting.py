@@ -140,6 +140,34 @@ def show_images(images, titles: Sequence[str] | None = None, *, ncols: int = 8, 
     return fig
 
 
+def mosaic(images, ncols: int, pad: int = 1, fill: float = 0.0) -> np.ndarray:
+    """One 2-D array tiling images ``(k, H, W)`` (or ``(k, H*W)`` square ones) in rows of
+    ``ncols``, ``pad`` pixels of ``fill`` between them: draw it with a single ``imshow``.
+
+    Image ``i`` sits in row ``i // ncols``, column ``i % ncols``; the last row is padded
+    with ``fill`` (0: white under the book's ``gray_r`` colour map for digits).
+    """
+    images = np.asarray(images, dtype=float)
+    if images.ndim == 2:
+        side = int(round(images.shape[1] ** 0.5))
+        if side * side != images.shape[1]:
+            raise ValueError(f"flat images must be square, got {images.shape[1]} pixels")
+        images = images.reshape(-1, side, side)
+    if images.ndim != 3 or len(images) == 0:
+        raise ValueError(f"images must be (k, H, W) or (k, H*W) with k > 0, got {images.shape}")
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        raise ValueError(f"pad must be a non-negative int, got {pad!r}")
+    k, h, w = images.shape
+    nrows = -(-k // ncols)
+    out = np.full((nrows * (h + pad) - pad, ncols * (w + pad) - pad), fill)
+    for i, image in enumerate(images):
+        r, c = divmod(i, ncols)
+        out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = image
+    return out
+
+
 def moving_average(values: Sequence[float], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """The mean of every ``k`` consecutive values, for reading noisy per-step curves.
 

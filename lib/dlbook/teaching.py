@@ -25,6 +25,7 @@ PREREQUISITES: dict[str, tuple[str, ...]] = {
     "05": ("03",), "06": ("01",), "07": ("03", "06"), "08": ("01",), "09": ("07", "08"),
     "10": ("09",), "11": ("02", "09"), "12": ("02",), "13": ("12",), "14": ("09", "13", "05"),
     "15": ("02", "05"),
+    "16": ("02", "05"), "17": ("05", "16"),
 }
 
 # Two course plans: week -> chapters. Each plan respects PREREQUISITES (tested).
@@ -35,7 +36,8 @@ COURSES: dict[str, list[tuple[str, ...]]] = {
                 ("12", "13")],
 }
 
-_DATA = {"load_mnist": "MNIST", "load_digits": "scikit-learn digits", "load_planetoid": "Cora",
+_DATA = {"load_mnist": "MNIST", "mnist_splits": "MNIST", "load_digits": "scikit-learn digits",
+         "load_planetoid": "Cora",
          "load_tudataset": "ENZYMES", "load_fashion_mnist": "Fashion-MNIST"}
 _TEXTS = {"tinyshakespeare": "Tiny Shakespeare", "ptb": "Penn Treebank"}
 
