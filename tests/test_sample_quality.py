@@ -132,7 +132,9 @@ def test_load_yardstick_trains_once_then_loads(tmp_path, monkeypatch):
 def test_yardstick_wraps_an_untrained_lenet_on_any_batch_size():
     stick = Q.DigitYardstick(LeNet())
     x = torch.rand(7, 1, 28, 28)
-    torch.testing.assert_close(stick.features(x, batch_size=3), stick.features(x, batch_size=100))
+    # the batch size may change the convolution kernel and so the float32 rounding
+    torch.testing.assert_close(stick.features(x, batch_size=3), stick.features(x, batch_size=100),
+                               atol=1e-6, rtol=1e-5)
     assert stick.features(x[:0]).shape == (0, 64)
 
 
