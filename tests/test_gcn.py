@@ -210,13 +210,19 @@ def test_wl_two_triangles_vs_hexagon():
         gcn.wl_colors(path, 6, 1, initial=[0, 1])
 
 
-def test_fit_graphs_learns_feature_sign():
-    g = torch.Generator().manual_seed(0)
+def sign_graphs(count: int, noise: float, seed: int) -> list:
+    """Rings of 4-8 nodes whose label is the sign of their (noisy) node features."""
+    g = torch.Generator().manual_seed(seed)
     graphs_ = []
-    for k in range(24):
+    for k in range(count):
         n, label = 4 + k % 5, k % 2
-        x = (2.0 * label - 1.0) * torch.ones(n, 2) + 0.3 * torch.randn(n, 2, generator=g)
+        x = (2.0 * label - 1.0) * torch.ones(n, 2) + noise * torch.randn(n, 2, generator=g)
         graphs_.append((x, ring(n), torch.tensor([label])))
+    return graphs_
+
+
+def test_fit_graphs_learns_feature_sign():
+    graphs_ = sign_graphs(24, 0.3, seed=0)
     torch.manual_seed(0)
     model = gcn.GraphClassifier(2, 8, 2, layers=2, sparse=True)
     res = gcn.fit_graphs(model, graphs_, graphs_, epochs=30, batch_size=4, lr=0.02, progress=False)
@@ -252,12 +258,7 @@ def test_gcn_in_float64_matches_pyg_to_1e12(sparse):
 
 
 def test_fit_graphs_keeps_the_best_validation_epoch_and_stops_early():
-    g = torch.Generator().manual_seed(1)
-    graphs_ = []
-    for k in range(40):
-        n, label = 4 + k % 5, k % 2
-        x = (2.0 * label - 1.0) * torch.ones(n, 2) + 0.8 * torch.randn(n, 2, generator=g)
-        graphs_.append((x, ring(n), torch.tensor([label])))
+    graphs_ = sign_graphs(40, 0.8, seed=1)
     train, val, test = graphs_[:24], graphs_[24:32], graphs_[32:]
     torch.manual_seed(0)
     model = gcn.GraphClassifier(2, 8, 2, layers=2, sparse=True)

@@ -344,7 +344,9 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
 
     ``[sin(t w_0), ..., sin(t w_{h-1}), cos(t w_0), ..., cos(t w_{h-1})]`` with
     ``w_k = max_period^(-k/h)`` and ``h = dim / 2`` (Vaswani et al.; Ho et al. embed
-    ``t`` this way). ``dim`` must be even.
+    ``t`` this way). ``dim`` must be even. These are the frequencies of
+    :func:`dlbook.embeddings.sinusoidal_encoding`, evaluated at any batch of (float)
+    timesteps and with the sines and cosines side by side instead of interleaved.
     """
     if not isinstance(dim, int) or dim < 2 or dim % 2:
         raise ValueError(f"dim must be an even int >= 2, got {dim!r}")

@@ -206,7 +206,8 @@ def masked_accuracy(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -
 
 def fit_nodes(model: nn.Module, data, epochs: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
               patience: int | None = None, forward: Callable | None = None, device=None,
-              progress: bool = True, desc: str = "train") -> NodeResult:
+              progress: bool = True, desc: str = "train",
+              train_epoch: Callable | None = None) -> NodeResult:
     """Full-batch semi-supervised node classification (Kipf & Welling's protocol).
 
     ``data`` has ``x``, ``edge_index``, ``y`` and boolean ``train_mask``, ``val_mask``,
@@ -215,6 +216,9 @@ def fit_nodes(model: nn.Module, data, epochs: int = 200, lr: float = 0.01, weigh
     validation loss) is restored at the end and its test accuracy reported. Training
     stops early after ``patience`` epochs without improvement (``None``: never).
     ``forward(model, data)`` overrides the default call ``model(data.x, data.edge_index)``.
+    ``train_epoch(model, data, optimizer)`` replaces the one full-batch step of an epoch and
+    returns the epoch's training loss (mini-batch training,
+    :func:`dlbook.graphsage.fit_minibatch`); evaluation and model selection stay the same.
     """
     from tqdm.auto import tqdm
 
@@ -231,17 +235,21 @@ def fit_nodes(model: nn.Module, data, epochs: int = 200, lr: float = 0.01, weigh
     epoch = 0
     for epoch in tqdm(range(1, epochs + 1), desc=desc, leave=False, disable=not progress):
         model.train()
-        opt.zero_grad()
-        out = call(model, data)
-        loss = loss_fn(out[data.train_mask], data.y[data.train_mask])
-        loss.backward()
-        opt.step()
+        if train_epoch is not None:
+            loss = train_epoch(model, data, opt)
+        else:
+            opt.zero_grad()
+            out = call(model, data)
+            loss = loss_fn(out[data.train_mask], data.y[data.train_mask])
+            loss.backward()
+            opt.step()
+            loss = loss.item()
         model.eval()
         with torch.no_grad():
             out = call(model, data)
             val_loss = loss_fn(out[data.val_mask], data.y[data.val_mask]).item()
             val_acc = masked_accuracy(out, data.y, data.val_mask)
-        hist["loss"].append(loss.item())
+        hist["loss"].append(float(loss))
         hist["val_loss"].append(val_loss)
         hist["val_acc"].append(val_acc)
         if (val_acc, -val_loss) > (best[0], -best[1]):

@@ -21,7 +21,6 @@ replacement, the fixed-size rule of Hamilton et al.'s reference code.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -304,64 +303,43 @@ def fit_minibatch(model: GraphSAGE, data, batch_size: int, epochs: int = 200, lr
     """Mini-batch training on sampled computation graphs (Hamilton et al., Algorithm 2).
 
     Every epoch shuffles the training nodes into batches of ``batch_size`` targets; each
-    batch is one Adam step on :func:`sample_blocks` drawn with ``model.sizes``. After every
-    epoch the model is evaluated on the full graph with full neighbourhoods, as in
-    :func:`dlbook.graphs.fit_nodes`, and the state with the best validation accuracy (ties:
-    lower validation loss) is kept. ``history`` adds ``nodes_per_step`` and
-    ``messages_per_step`` (the input rows and the sampled edges of each step) and
-    ``train_seconds`` (the sampling and training steps of each epoch, without evaluation).
+    batch is one Adam step on :func:`sample_blocks` drawn with ``model.sizes``. Evaluation
+    on the full graph and the choice of the best validation epoch are those of
+    :func:`dlbook.graphs.fit_nodes`, which runs this epoch in place of its full-batch
+    step. ``history`` adds ``nodes_per_step`` and ``messages_per_step`` (the input rows
+    and the sampled edges of each step) and ``train_seconds`` (the sampling and training
+    steps of each epoch, without evaluation).
     """
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    device = device if device is not None else data.x.device
-    data, model = data.to(device), model.to(device)
-    n = data.num_nodes
-    train_nodes = data.train_mask.nonzero().flatten()
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    best, best_state, best_epoch, waited = (-1.0, float("inf")), None, 0, 0
-    hist: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_acc": [], "train_seconds": [],
-                                    "nodes_per_step": [], "messages_per_step": []}
-    x_dense = data.x.to_dense() if data.x.is_sparse else data.x
-    start, epoch = time.perf_counter(), 0
-    for epoch in tqdm(range(1, epochs + 1), desc=desc, leave=False, disable=not progress):
-        model.train()
+    cost: dict[str, list[float]] = {"train_seconds": [], "nodes_per_step": [],
+                                    "messages_per_step": []}
+    dense: dict[str, torch.Tensor] = {}               # the features, densified once
+
+    def train_epoch(model: GraphSAGE, data, opt: torch.optim.Optimizer) -> float:
         t0, total = time.perf_counter(), 0.0
-        order = train_nodes[torch.randperm(train_nodes.numel(), generator=generator).to(device)]
+        if "x" not in dense:
+            dense["x"] = data.x.to_dense() if data.x.is_sparse else data.x
+        x = dense["x"]
+        train_nodes = data.train_mask.nonzero().flatten()
+        order = train_nodes[torch.randperm(train_nodes.numel(), generator=generator)
+                            .to(train_nodes.device)]
         for targets in order.split(batch_size):
-            nodes, blocks = sample_blocks(targets, data.edge_index, n, model.sizes,
-                                          replace=model.replace, generator=generator)
-            out = model.forward_blocks(x_dense[nodes], blocks)
-            loss = loss_fn(out, data.y[targets])
+            nodes, blocks = sample_blocks(targets, data.edge_index, data.num_nodes,
+                                          model.sizes, replace=model.replace,
+                                          generator=generator)
+            loss = F.cross_entropy(model.forward_blocks(x[nodes], blocks), data.y[targets])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * targets.numel()
-            hist["nodes_per_step"].append(nodes.numel())
-            hist["messages_per_step"].append(sum(b.edge_index.shape[1] for b in blocks))
-        hist["train_seconds"].append(time.perf_counter() - t0)
-        model.eval()
-        with torch.no_grad():
-            out = model(data.x, data.edge_index)
-            val_loss = loss_fn(out[data.val_mask], data.y[data.val_mask]).item()
-            val_acc = graphs.masked_accuracy(out, data.y, data.val_mask)
-        hist["loss"].append(total / train_nodes.numel())
-        hist["val_loss"].append(val_loss)
-        hist["val_acc"].append(val_acc)
-        if (val_acc, -val_loss) > (best[0], -best[1]):
-            best, best_epoch, waited = (val_acc, val_loss), epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            waited += 1
-            if patience is not None and waited >= patience:
-                break
-    seconds = (time.perf_counter() - start) / max(epoch, 1)
-    model.load_state_dict(best_state)
-    model.eval()
-    with torch.no_grad():
-        out = model(data.x, data.edge_index)
-    return graphs.NodeResult(test_acc=graphs.masked_accuracy(out, data.y, data.test_mask),
-                             val_acc=best[0], best_epoch=best_epoch, epochs_run=epoch,
-                             seconds_per_epoch=seconds, history=hist)
+            cost["nodes_per_step"].append(nodes.numel())
+            cost["messages_per_step"].append(sum(b.edge_index.shape[1] for b in blocks))
+        cost["train_seconds"].append(time.perf_counter() - t0)
+        return total / train_nodes.numel()
+
+    result = graphs.fit_nodes(model, data, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                              patience=patience, device=device, progress=progress,
+                              desc=desc, train_epoch=train_epoch)
+    result.history.update(cost)
+    return result
