@@ -205,3 +205,28 @@ def test_mnist_splits_bad_input(offline_root):
 def torch_int64():
     import torch
     return torch.int64
+
+
+# --- tabular loaders (chapter 20) -------------------------------------------
+
+@needs_shared
+def test_load_adult_and_compas_shapes(monkeypatch):
+    monkeypatch.setenv("DLBOOK_DATA", str(SHARED))
+    train, test = data.load_adult("train"), data.load_adult("test")
+    assert train.shape == (32561, 15) and test.shape == (16281, 15)
+    assert list(train.columns) == list(data.ADULT_COLUMNS)
+    assert int(train["income"].sum()) == 7841 and int(test["income"].sum()) == 3846
+    assert len(data.load_adult("train", drop_missing=True)) == 30162
+    assert len(data.load_adult("test", drop_missing=True)) == 15060
+    compas = data.load_compas()
+    assert compas.shape == (7214, 53) and int(compas["two_year_recid"].sum()) == 3251
+
+
+def test_missing_tabular_raises_clear_error(offline_root):
+    with pytest.raises(data.DataNotFoundError, match="adult.data") as info:
+        data.load_adult("train")
+    assert str(offline_root / "tabular" / "adult") in str(info.value)
+    with pytest.raises(data.DataNotFoundError, match="compas-scores-two-years.csv"):
+        data.load_compas()
+    with pytest.raises(ValueError, match="unknown Adult split"):
+        data.load_adult("val")

@@ -408,3 +408,66 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------
+# Tabular data sets for chapter 20 (fairness): UCI Adult and ProPublica COMPAS.
+# Layout under the data root: tabular/adult/adult.{data,test,names} and
+# tabular/compas/compas-scores-two-years.csv. Both loaders return pandas DataFrames.
+
+ADULT_COLUMNS = ("age", "workclass", "fnlwgt", "education", "education_num",
+                 "marital_status", "occupation", "relationship", "race", "sex",
+                 "capital_gain", "capital_loss", "hours_per_week", "native_country",
+                 "income")
+ADULT_SOURCE = "https://archive.ics.uci.edu/dataset/2/adult (adult.data, adult.test)"
+COMPAS_SOURCE = ("https://github.com/propublica/compas-analysis "
+                 "(compas-scores-two-years.csv)")
+
+
+def _tabular_file(dataset: str, folder: str, name: str, source: str) -> Path:
+    path = data_root() / "tabular" / folder / name
+    if not path.is_file():
+        raise DataNotFoundError(dataset, [name], path.parent, source)
+    return path
+
+
+def load_adult(split: str = "train", drop_missing: bool = False):
+    """UCI Adult (Becker & Kohavi 1996) as a ``pandas.DataFrame``, one row per person.
+
+    ``split="train"``: ``adult.data``, 32,561 rows; ``"test"``: ``adult.test``, 16,281
+    rows (its first line, ``|1x3 Cross validator``, is skipped). Columns
+    :data:`ADULT_COLUMNS`: six integer columns, eight string columns, and ``income``,
+    int64 1 for ``>50K`` (the test file's trailing period removed), else 0. Unknown
+    values, written ``?`` in the files (columns workclass, occupation, native_country),
+    are missing (``NaN``); ``drop_missing=True`` drops those rows (30,162 / 15,060
+    rows, the version behind ``adult.names``' accuracy figures). Read from
+    ``<data root>/tabular/adult``; a :class:`DataNotFoundError` says what to put where.
+    """
+    import pandas as pd
+
+    files = {"train": "adult.data", "test": "adult.test"}
+    if split not in files:
+        raise ValueError(f"unknown Adult split {split!r}: expected 'train' or 'test'")
+    path = _tabular_file(f"Adult ({split} split)", "adult", files[split], ADULT_SOURCE)
+    frame = pd.read_csv(path, header=None, names=list(ADULT_COLUMNS), sep=",",
+                        skipinitialspace=True, na_values="?",
+                        skiprows=1 if split == "test" else 0)
+    frame = frame.dropna(how="all")
+    income = frame["income"].str.rstrip(".")
+    if not income.isin(["<=50K", ">50K"]).all():
+        raise ValueError(f"{path}: unexpected income labels {sorted(set(income))[:5]}")
+    frame["income"] = (income == ">50K").astype(np.int64)
+    if drop_missing:
+        frame = frame.dropna()
+    return frame.reset_index(drop=True)
+
+
+def load_compas():
+    """ProPublica's COMPAS two-year file (Angwin et al. 2016), all 7,214 rows x 53
+    columns, as a ``pandas.DataFrame`` exactly as in ``compas-scores-two-years.csv``
+    (no row filter: apply ProPublica's screening filter yourself if you want it).
+    Read from ``<data root>/tabular/compas``; missing, a :class:`DataNotFoundError`."""
+    import pandas as pd
+
+    path = _tabular_file("COMPAS", "compas", "compas-scores-two-years.csv", COMPAS_SOURCE)
+    return pd.read_csv(path)
