@@ -152,6 +152,14 @@ def dqn_loss(q_net: nn.Module, q_target: nn.Module, batch: Batch,
     return F.smooth_l1_loss(q, target)
 
 
+def _check_positive_ints(cfg, names: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless every named field of ``cfg`` is an int >= 1."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 @dataclass
 class DQNConfig:
     """DQN hyper-parameters; the defaults are rl-baselines3-zoo's for CartPole-v1.
@@ -178,12 +186,9 @@ class DQNConfig:
     target_network: bool = True
 
     def __post_init__(self) -> None:
-        positive = ("total_steps", "batch_size", "buffer_size", "target_update_interval",
-                    "train_freq", "gradient_steps")
-        for name in positive:
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int, got "
-                                 f"{getattr(self, name)!r}")
+        _check_positive_ints(self, ("total_steps", "batch_size", "buffer_size",
+                                    "target_update_interval", "train_freq",
+                                    "gradient_steps"))
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
         if not 0.0 < self.exploration_fraction <= 1.0:
@@ -412,11 +417,8 @@ class DDPGConfig:
     hidden: tuple[int, ...] = (400, 300)
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "batch_size", "buffer_size", "train_freq",
-                     "gradient_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int, got "
-                                 f"{getattr(self, name)!r}")
+        _check_positive_ints(self, ("total_steps", "batch_size", "buffer_size",
+                                    "train_freq", "gradient_steps"))
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
             raise ValueError("gamma must lie in [0, 1] and tau in (0, 1]")
         if self.lr <= 0 or self.noise_std < 0 or self.learning_starts < 0:
