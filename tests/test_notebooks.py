@@ -182,3 +182,42 @@ def test_image_problems_finds_figures_wider_than_the_column():
     assert any("px wide" in p for p in problems(nb, URL, BRANCH))
     with pytest.raises(ValueError, match="not a PNG"):
         png_size("R0lGODlhAQABAAAAACw=")       # a GIF
+
+
+CONCLUSION = ROOT / "chapters/21_conclusion/conclusion.md"
+
+
+def _quoted_results(markdown: str) -> list[tuple[str, str]]:
+    """(linked notebook, "ours" cell) for every row of the conclusion's results table."""
+    import re
+    rows = []
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        link = re.match(r"\[[^\]]+\]\(\.\./([^)]+\.ipynb)\)", cells[0]) if cells else None
+        if link and len(cells) >= 3:
+            rows.append((link.group(1), cells[1]))
+    return rows
+
+
+def _output_text(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", "") if out.output_type == "stream"
+                         else out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def test_conclusion_quotes_only_printed_results():
+    """Every decimal number in the "ours" column of the conclusion's table is printed by
+    an output of the notebook that the row links to."""
+    import re
+    rows = _quoted_results(CONCLUSION.read_text())
+    assert len(rows) >= 10, "the conclusion's results table was not found"
+    for notebook, ours in rows:
+        outputs = _output_text(ROOT / "chapters" / notebook).replace("−", "-")
+        numbers = re.findall(r"-?\d+\.\d+", ours.replace("−", "-"))
+        assert numbers, f"no number quoted for {notebook}: {ours!r}"
+        for number in numbers:
+            assert number in outputs, f"{number} ({notebook}) is not printed by the notebook"

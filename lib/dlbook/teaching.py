@@ -26,7 +26,12 @@ PREREQUISITES: dict[str, tuple[str, ...]] = {
     "10": ("09",), "11": ("02", "09"), "12": ("02",), "13": ("12",), "14": ("09", "13", "05"),
     "15": ("02", "05"),
     "16": ("02", "05"), "17": ("05", "16"),
+    "18": ("07",), "19": ("02", "03"), "20": ("02", "05", "09"),
 }
+
+# Chapters whose long runs are spent stepping environments on the CPU, not in tensor
+# operations: the teaching page does not promise that a GPU speeds them up.
+CPU_BOUND = {"19"}
 
 # Two course plans: week -> chapters. Each plan respects PREREQUISITES (tested).
 COURSES: dict[str, list[tuple[str, ...]]] = {
@@ -38,7 +43,8 @@ COURSES: dict[str, list[tuple[str, ...]]] = {
 
 _DATA = {"load_mnist": "MNIST", "mnist_splits": "MNIST", "load_digits": "scikit-learn digits",
          "load_planetoid": "Cora",
-         "load_tudataset": "ENZYMES", "load_fashion_mnist": "Fashion-MNIST"}
+         "load_tudataset": "ENZYMES", "load_fashion_mnist": "Fashion-MNIST",
+         "load_adult": "UCI Adult", "load_compas": "COMPAS"}
 _TEXTS = {"tinyshakespeare": "Tiny Shakespeare", "ptb": "Penn Treebank"}
 
 
@@ -181,6 +187,7 @@ def page_text(root: Path) -> str:
     lines += ["", "| chapter | data | extras | device |", "|---|---|---|---|"]
     for r in rows:
         device = ("CPU is enough" if r["longest_minutes"] is not None and r["longest_minutes"] <= 5
+                  else "CPU-bound, a GPU does not help" if r["number"] in CPU_BOUND
                   else "a GPU helps")
         extras = ", ".join(f"`dlbook[{e}]`" for e in r["extras"]) or "none"
         lines.append(f"| {r['number']} {r['title']} | {', '.join(r['data']) or 'generated'} | "
@@ -189,7 +196,9 @@ def page_text(root: Path) -> str:
         "",
         "\"CPU is enough\" means every notebook of the chapter ran its full profile in five",
         "minutes or less on two CPU cores; the `quick` profile of any notebook runs in",
-        "seconds, for a lecture demonstration.",
+        "seconds, for a lecture demonstration. \"CPU-bound\" chapters take longer, but",
+        "their time goes into stepping simulated environments one transition at a time,",
+        "which a GPU does not speed up.",
         "",
         "## Running your own copy",
         "",
