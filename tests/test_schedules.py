@@ -1,5 +1,7 @@
 """Tests of dlbook.schedules: warm-up schedules, gradient clipping, dynamic loss scaling."""
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,3 +128,90 @@ def test_saved_tensor_bytes_counts_activations_once():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             lin(x).relu().sum()
     assert half.bytes == saved.bytes // 2          # the same tensors, in 2-byte bfloat16
+
+
+# --- chapter 11 (training_practice): AdamW and warm-up/cosine against torch.optim ---
+
+NOTEBOOK = (Path(__file__).resolve().parents[1]
+            / "chapters" / "11_training_practice" / "training_practice.ipynb")
+
+
+def _book_adam_by_hand():
+    """The notebook's own ``adam_by_hand`` (the cell that defines it, executed alone)."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    source = [''.join(c["source"]) for c in cells if c["cell_type"] == "code"
+              and ''.join(c["source"]).startswith("def adam_by_hand(")]
+    assert len(source) == 1, "training_practice.ipynb must define adam_by_hand once"
+    namespace = {"torch": torch}
+    exec(source[0], namespace)
+    return namespace["adam_by_hand"]
+
+
+def _adam_torch(w, grads, cls, **kwargs):
+    p = nn.Parameter(w.clone())
+    opt = cls([p], **kwargs)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    return p.detach()
+
+
+@pytest.mark.parametrize("lr,lam,betas,eps", [(0.1, 0.5, (0.9, 0.999), 1e-8),
+                                              (1e-2, 0.01, (0.8, 0.99), 1e-6),
+                                              (3e-3, 2.0, (0.9, 0.999), 1e-8)])
+def test_book_adamw_matches_torch(lr, lam, betas, eps):
+    """eq-ch11-adamw, w_t = w_{t-1} - η (m̂_t/(sqrt(v̂_t)+ε) + λ w_{t-1}), as written in the
+    notebook, equals torch.optim.AdamW; the L2 variant equals torch.optim.Adam(weight_decay)."""
+    adam_by_hand = _book_adam_by_hand()
+    gen = torch.Generator().manual_seed(0)
+    w0 = torch.randn(8, generator=gen, dtype=torch.float64)
+    scale = torch.tensor([1, 1, 10, 1, 1e-3, 1e-3, 0.0, 0.0], dtype=torch.float64)
+    grads = [torch.randn(8, generator=gen, dtype=torch.float64) * scale for _ in range(7)]
+    for decoupled, cls in ((True, torch.optim.AdamW), (False, torch.optim.Adam)):
+        ours = adam_by_hand(w0, grads, lr=lr, lam=lam, decoupled=decoupled, betas=betas,
+                            eps=eps)
+        ref = _adam_torch(w0, grads, cls, lr=lr, betas=betas, eps=eps, weight_decay=lam)
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    # the decoupled decay alone: a weight with zero loss gradient shrinks by (1 - ηλ)^t
+    zero = [torch.zeros(1, dtype=torch.float64)] * 7
+    one = torch.ones(1, dtype=torch.float64)
+    shrunk = adam_by_hand(one, zero, lr=lr, lam=lam, decoupled=True, betas=betas, eps=eps)
+    assert shrunk.item() == pytest.approx((1 - lr * lam) ** 7, rel=1e-12)
+
+
+def _lr_sequence(make_scheduler, n_steps, lr):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    sched, out = make_scheduler(opt), []
+    for _ in range(n_steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return torch.tensor(out, dtype=torch.float64)
+
+
+SCHEDULE_CASES = [(1000, 100, 0.1, 1.0), (50, 5, 0.0, 0.3), (37, 3, 0.25, 2e-3),
+                  (20, 2, 0.5, 1.0)]
+
+
+@pytest.mark.parametrize("T,W,m,lr", SCHEDULE_CASES)
+def test_warmup_cosine_equals_sequential_lr(T, W, m, lr):
+    """f of eq-ch11-warmup (cosine) equals SequentialLR(LinearLR, CosineAnnealingLR)."""
+    ours = _lr_sequence(lambda o: sch.warmup_lambda_lr(o, T, W, "cosine", m), T, lr)
+    ref = _lr_sequence(lambda o: torch.optim.lr_scheduler.SequentialLR(o, [
+        torch.optim.lr_scheduler.LinearLR(o, start_factor=1 / W, end_factor=1.0,
+                                          total_iters=W - 1),
+        torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=T - W, eta_min=m * lr)],
+        milestones=[W]), T, lr)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-9 * lr)
+    assert ours[W].item() == pytest.approx(lr) and ours.max().item() == pytest.approx(lr)
+
+
+@pytest.mark.parametrize("T,W,m,lr", SCHEDULE_CASES)
+def test_warmup_linear_equals_sequential_lr(T, W, m, lr):
+    """f of eq-ch11-warmup (linear) equals SequentialLR(LinearLR, LinearLR)."""
+    lin = torch.optim.lr_scheduler.LinearLR
+    ours = _lr_sequence(lambda o: sch.warmup_lambda_lr(o, T, W, "linear", m), T, lr)
+    ref = _lr_sequence(lambda o: torch.optim.lr_scheduler.SequentialLR(o, [
+        lin(o, start_factor=1 / W, end_factor=1.0, total_iters=W - 1),
+        lin(o, start_factor=1.0, end_factor=m, total_iters=T - W)], milestones=[W]), T, lr)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-9 * lr)
